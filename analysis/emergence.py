@@ -1,0 +1,257 @@
+"""Emergence detection: is a metric's rise with scale abrupt, gradual, or absent?
+
+One series is a metric (task, shots, metric) against one axis. Cross-rung axes use each
+run's LAST checkpoint (one point per run): `params` is the `params` column (total parameter
+count, embeddings included, as the model reports it), `flops` and `tokens` are the training
+compute and tokens at that checkpoint, and `loss` is that checkpoint's validation loss
+(task "val", metric "loss"). Runs that land on the same axis value (seeds) are averaged,
+their `n` summed. Along training (dynamics.py) the axis is `tokens`, one point per checkpoint.
+Validation loss itself gets no verdict. All probe metrics are higher-is-better.
+
+Coordinate u: log10 of the axis value (non-positive values dropped), except for the loss
+axis, where u = -loss (linear; scale grows as loss falls). Thresholds are reported in the
+axis' own units (for loss: the loss value where the ability turns on).
+
+The verdict, in order:
+
+1. `insufficient_data`: fewer than 4 distinct axis values (MIN_POINTS).
+2. Best fit, by AICc among four candidates: constant (1 parameter), linear in u (2), step
+   (3: low level, high level, and the gap between adjacent points where it jumps) and
+   sigmoid in u (4: `fits.fit_sigmoid_logx`).
+   AICc = m ln(RSS/m) + 2k + 2k(k+1)/(m-k-1), k = the number of curve parameters (the noise
+   variance is common to all four and not counted, which keeps the small-sample term from
+   ruling out every curve at six rungs), m = distinct points. A candidate needs
+   m - k - 1 >= 1, so step needs 5 points and sigmoid 6; with 4 points only constant and
+   linear compete. Ties go to the simpler curve.
+3. `flat`: the best fit is constant, or its total rise over the data,
+   delta = f(u_max) - f(u_min), is within Z_NOISE = 3 standard errors of noise.
+   The noise: for metrics whose values all lie in [0, 1] (exact_match, token_accuracy,
+   edit_similarity), the binomial standard error sqrt(p(1-p)/n) of the fitted values at the
+   two ends, combined (a per-example score in [0, 1] with mean p has variance <= p(1-p), so
+   this is conservative for the non-binary ones); for other metrics (answer_logprob), the
+   residual spread of the best fit, sqrt(RSS / (m - k)), times sqrt(2).
+4. `smooth`: a significant change that is not emergent (including significant declines:
+   an ability that gets worse with scale is not one that turns on).
+5. `emergent`: a significant RISE, the best fit is step or sigmoid (the curve bends more
+   than a line can follow), and the rise is not predictable from the smaller models
+   (Wei et al. 2022): a straight line in u through the points below the threshold (the
+   smaller models; one point below gives a constant), extrapolated to the largest point,
+   falls short of that point by more than half the total rise AND by more than Z_NOISE
+   standard errors of that point.
+
+Threshold (emergent verdicts only; NaN otherwise): the sigmoid midpoint 10^x0 when the
+sigmoid is the best fit, with the 95% bootstrap interval of x0 clipped to the data range;
+when the step is the best fit, or when no point lies inside the sigmoid's 10%-90% rise, the
+data only place the jump between two adjacent points, so the interval is widened to those
+two points.
+
+BIG-bench numbers (Srivastava et al. 2022), on the points sorted by scale:
+I = sign(argmax y - argmin y) (max y - min y); breakthroughness = I / sqrt(median(dy^2));
+linearity = I / sqrt(mean(dy^2)), dy the successive differences. A perfect step has
+median(dy^2) = 0 and breakthroughness +-inf; a constant series gives NaN. Computed whenever
+there are at least 3 points; they describe the series and do not enter the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis import fits
+
+MIN_POINTS = 4
+Z_NOISE = 3.0
+UNPREDICTED_FRACTION = 0.5  # the extrapolation must miss more than this share of the rise
+AXES = ("params", "flops", "tokens", "loss")
+VERDICTS = ("emergent", "smooth", "flat", "insufficient_data")
+COLUMNS = ["task", "shots", "metric", "axis", "verdict", "threshold", "threshold_low",
+           "threshold_high", "breakthroughness", "linearity", "best_fit", "n_points"]
+N_PARAMS = {"constant": 1, "linear": 2, "step": 3, "sigmoid": 4}
+
+
+@dataclass
+class Verdict:
+    """The verdict on one series, plus the sigmoid fit behind it (None when not fitted)."""
+
+    verdict: str
+    threshold: float = np.nan
+    threshold_low: float = np.nan
+    threshold_high: float = np.nan
+    breakthroughness: float = np.nan
+    linearity: float = np.nan
+    best_fit: str = ""
+    n_points: int = 0
+    rise: float = np.nan
+    sigmoid: fits.FitResult | None = None
+
+    def row(self) -> dict:
+        return {k: getattr(self, k) for k in COLUMNS[4:]}
+
+
+def bigbench_scores(y: np.ndarray) -> tuple[float, float]:
+    """(breakthroughness, linearity) of scores y sorted by scale (formulas in the docstring)."""
+    y = np.asarray(y, dtype=float)
+    if y.size < 3:
+        return np.nan, np.nan
+    span = y.max() - y.min()
+    sign = np.sign(int(np.argmax(y)) - int(np.argmin(y)))
+    i_y = sign * span
+    d2 = np.diff(y) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        med, mean = np.sqrt(np.median(d2)), np.sqrt(np.mean(d2))
+        bt = i_y / med if (med > 0 or i_y != 0) else np.nan
+        lin = i_y / mean if (mean > 0 or i_y != 0) else np.nan
+    return float(bt), float(lin)
+
+
+def _aicc(rss: float, m: int, k: int) -> float:
+    rss = max(rss, m * 1e-18)  # a perfect fit must not give -inf
+    return m * math.log(rss / m) + 2 * k + 2 * k * (k + 1) / (m - k - 1)
+
+
+def _step_fit(u: np.ndarray, y: np.ndarray) -> tuple[float, int, float, float]:
+    """Best single jump between sorted points: (rss, j, low, high); the jump is before y[j]."""
+    m = y.size
+    c1, c2 = np.cumsum(y), np.cumsum(y * y)
+    j = np.arange(1, m)
+    left_n, right_n = j, m - j
+    left_s, right_s = c1[j - 1], c1[-1] - c1[j - 1]
+    left_q, right_q = c2[j - 1], c2[-1] - c2[j - 1]
+    rss = (left_q - left_s ** 2 / left_n) + (right_q - right_s ** 2 / right_n)
+    i = int(np.argmin(rss))
+    return float(max(rss[i], 0.0)), int(j[i]), float(left_s[i] / left_n[i]), \
+        float(right_s[i] / right_n[i])
+
+
+def _noise_se(p_lo, p_hi, n_lo, n_hi, proportion, rss, m, k) -> tuple[float, float]:
+    """(se of the rise between the ends, se of one end point), see the module docstring."""
+    if proportion:
+        def var(p, n):
+            p = min(max(p, 0.5 / n), 1 - 0.5 / n)
+            return p * (1 - p) / n
+        return math.sqrt(var(p_lo, n_lo) + var(p_hi, n_hi)), math.sqrt(var(p_hi, n_hi))
+    sigma = math.sqrt(max(rss, 0.0) / max(m - k, 1))
+    return sigma * math.sqrt(2.0), sigma
+
+
+def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
+             seed: int = fits.SEED) -> Verdict:
+    """Verdict on one series y(x); `n` = examples behind each score (for the noise check).
+
+    Points with the same x are averaged (n summed). See the module docstring for the rules.
+    """
+    df = pd.DataFrame({"x": np.asarray(x, float), "y": np.asarray(y, float),
+                       "n": np.ones(len(x)) if n is None else np.asarray(n, float)})
+    df = df[np.isfinite(df.x) & np.isfinite(df.y)]
+    if axis != "loss":
+        df = df[df.x > 0]
+    g = df.groupby("x", sort=True).agg(y=("y", "mean"), n=("n", "sum")).reset_index()
+    if axis == "loss":
+        g = g.iloc[::-1].reset_index(drop=True)  # sort by scale: falling loss
+        u = -g.x.to_numpy()
+    else:
+        u = np.log10(g.x.to_numpy())
+    yv, nv, m = g.y.to_numpy(), g.n.to_numpy(), len(g)
+    bt, lin = bigbench_scores(yv)
+    if m < MIN_POINTS:
+        return Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=m)
+
+    def to_axis(uu):
+        return -uu if axis == "loss" else 10.0 ** uu
+
+    # candidates: rss and the fitted values at the two ends
+    coef = np.polyfit(u, yv, 1)
+    cand = {"constant": (float(np.sum((yv - yv.mean()) ** 2)), yv.mean(), yv.mean()),
+            "linear": (float(np.sum((yv - np.polyval(coef, u)) ** 2)),
+                       np.polyval(coef, u[0]), np.polyval(coef, u[-1]))}
+    step = _step_fit(u, yv)
+    if m - 3 - 1 >= 1:
+        cand["step"] = (step[0], step[2], step[3])
+    sig = None
+    if m - 4 - 1 >= 1:
+        sig = fits.fit_sigmoid_logx(u, yv, log_x=False, n_boot=0, seed=seed)
+        if sig.ok:
+            ends = sig.predict(u[[0, -1]])
+            cand["sigmoid"] = (float(np.sum((yv - sig.predict(u)) ** 2)), ends[0], ends[1])
+    scores = {name: _aicc(c[0], m, N_PARAMS[name]) for name, c in cand.items()}
+    best = min(scores, key=lambda k: (round(scores[k], 9), N_PARAMS[k]))
+    rss, f_lo, f_hi = cand[best]
+    rise = float(f_hi - f_lo)
+    proportion = bool(np.all((yv >= 0) & (yv <= 1)) and np.all(nv > 0) and n is not None)
+    se_rise, se_end = _noise_se(f_lo, f_hi, nv[0], nv[-1], proportion, rss, m, N_PARAMS[best])
+    out = Verdict("smooth", breakthroughness=bt, linearity=lin, best_fit=best, n_points=m,
+                  rise=rise, sigmoid=sig)
+    if best == "constant" or abs(rise) <= Z_NOISE * se_rise:
+        out.verdict = "flat"
+        return out
+    if rise < 0 or best not in ("step", "sigmoid"):
+        return out
+
+    # threshold in u, and the bracket of adjacent points around it
+    if best == "sigmoid":
+        t_u = sig.params["x0"]
+    else:
+        t_u = 0.5 * (u[step[1] - 1] + u[step[1]])
+    below = u < t_u
+    if not below.any() or below.all():
+        return out  # the rise is not inside the data: no "absent, then present"
+    i_hi = int(np.argmax(~below))
+    bracket = (u[i_hi - 1], u[i_hi])
+
+    # Wei et al.: is the largest point predictable from the smaller models?
+    ub, yb = u[below], yv[below]
+    trend = np.polyfit(ub, yb, 1) if ub.size >= 2 else np.array([0.0, yb.mean()])
+    miss = float(yv[-1] - np.polyval(trend, u[-1]))
+    if not (miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_end):
+        return out
+
+    out.verdict = "emergent"
+    lo, hi = t_u, t_u
+    if best == "sigmoid":
+        boot = fits.fit_sigmoid_logx(u, yv, log_x=False, n_boot=n_boot, seed=seed)
+        if boot.ok and np.isfinite(boot.ci["x0"][0]):
+            out.sigmoid = boot
+            lo, hi = boot.ci["x0"]
+        k = sig.params["k"]
+        width = 2 * fits.LOG10_9 / k if k > 0 else np.inf
+        if not np.any(np.abs(u - t_u) < width / 2):  # no point inside the 10-90% rise
+            lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
+    else:
+        lo, hi = bracket
+    lo, hi = min(lo, t_u), max(hi, t_u)
+    lo, hi, t_u = (float(np.clip(v, u[0], u[-1])) for v in (lo, hi, t_u))
+    ends = sorted([to_axis(lo), to_axis(hi)])
+    out.threshold, out.threshold_low, out.threshold_high = to_axis(t_u), ends[0], ends[1]
+    return out
+
+
+def last_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each run's last step, with the validation loss at that step as `loss`."""
+    last_step = df.groupby("run").step.transform("max")
+    last = df[df.step == last_step]
+    val = last[(last.task == "val") & (last.metric == "loss")][["run", "value"]]
+    val = val.rename(columns={"value": "loss"}).drop_duplicates("run")
+    return last.merge(val, on="run", how="left")
+
+
+def probe_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Scores that get verdicts: everything but loss rows."""
+    return df[(df.metric != "loss") & np.isfinite(df.value)]
+
+
+def detect(df: pd.DataFrame, axes=AXES, n_boot: int = 100) -> tuple[pd.DataFrame, dict]:
+    """emergence.csv as a DataFrame, plus {(task, shots, metric, axis): Verdict}."""
+    last = probe_rows(last_checkpoints(df))
+    rows, verdicts = [], {}
+    for (task, shots, metric), g in last.groupby(["task", "shots", "metric"], sort=True):
+        for axis in axes:
+            x = g[axis] if axis in g else pd.Series(np.nan, index=g.index)
+            v = classify(x.to_numpy(float), g.value.to_numpy(float), g.n.to_numpy(float),
+                         axis=axis, n_boot=n_boot)
+            verdicts[(task, shots, metric, axis)] = v
+            rows.append({"task": task, "shots": shots, "metric": metric, "axis": axis,
+                         **v.row()})
+    return pd.DataFrame(rows, columns=COLUMNS), verdicts

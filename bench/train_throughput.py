@@ -1,0 +1,110 @@
+"""Training throughput of every rung, as a fraction of this machine's measured matmul peak.
+
+    python bench/train_throughput.py [--ladder cpu] [--steps 20] [--device cpu|cuda]
+        [--dtype fp32|bf16] [--compile]
+
+For each rung: tokens/s of a full training step (forward, backward, clip, AdamW) at the
+rung's own batch size, the model FLOPs per token from `GPT.estimate_flops()` (6N + 6dV +
+12LdT), and MFU = achieved FLOP/s / peak, where the peak is a large fp32 (or bf16) matmul
+measured in the same run on the same threads. Prints a table; numbers, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from scaling import ladder
+from scaling.model import GPT
+from scaling.train import Plan, make_optimizer
+from scaling.config import Config
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 3.0):
+    """Sustained FLOP/s of an n x n matmul, the roofline the rungs are measured against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+        _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_rung(name: str, device, dtype: str, steps: int, compile_: bool, block_size: int = 128,
+               vocab_size: int = 128) -> dict:
+    """Time `steps` training steps of rung `name` after a warm-up; return the figures."""
+    gcfg = ladder.gpt_config(name, vocab_size=vocab_size, block_size=block_size)
+    model = GPT(gcfg).to(device)
+    counts = model.num_scaling_params()
+    batch = ladder.batch_size(counts["nonembed"], block_size)
+    plan = Plan(gcfg, ladder.learning_rate(counts["nonembed"]), batch, steps, [],
+                counts["total"], counts["nonembed"], model.estimate_flops())
+    opt = make_optimizer(model, plan, Config())
+    step_model = torch.compile(model) if compile_ else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    x = torch.randint(0, vocab_size, (batch, block_size), device=device)
+    y = torch.randint(0, vocab_size, (batch, block_size), device=device)
+
+    def step():
+        with autocast:
+            _, loss = step_model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(5 if not compile_ else 10):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    tps = steps * batch * block_size / elapsed
+    return {"rung": name, "params": counts["total"], "nonembed": counts["nonembed"],
+            "batch": batch, "tokens_per_s": tps, "flops_per_s": tps * model.estimate_flops()}
+
+
+def main(argv=None) -> None:
+    """Print tokens/s and MFU for each rung of a ladder."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--ladder", default="cpu", choices=sorted(ladder.LADDERS))
+    p.add_argument("--rungs", default="", help="comma-separated rungs (default: the ladder's)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per rung")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile each model")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    peak = matmul_peak(device, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}),"
+          f" threads {torch.get_num_threads()}, dtype {args.dtype}, compile {args.compile}")
+    print(f"measured matmul peak: {peak / 1e9:,.1f} GFLOP/s")
+    print(f"{'rung':<5} {'params':>10} {'nonembed':>10} {'batch':>5} {'tokens/s':>11} "
+          f"{'GFLOP/s':>9} {'MFU':>6}")
+    names = args.rungs.split(",") if args.rungs else ladder.LADDERS[args.ladder]
+    for name in names:
+        r = bench_rung(name, device, args.dtype, args.steps, args.compile)
+        print(f"{r['rung']:<5} {r['params']:>10,} {r['nonembed']:>10,} {r['batch']:>5} "
+              f"{r['tokens_per_s']:>11,.0f} {r['flops_per_s'] / 1e9:>9.1f} "
+              f"{r['flops_per_s'] / peak:>6.1%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Checkpoints stamped with the step: atomic writes, verified loads, Pythia's log spacing.
+
+Layout inside a run directory:
+    checkpoints/step_000128.pt    model + optimizer + RNG + data position + config
+    checkpoints/step_000128.json  metadata (step, tokens, flops, val loss, sha256 of the .pt)
+The .pt is written to a temp file and renamed; the JSON is written last, the same way, so a
+checkpoint without its JSON is an unfinished write and is ignored. Loading checks the
+sha256 first and refuses a corrupted file by name; tensors are read with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+CKPT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unfinished or corrupted (message names the file)."""
+
+
+def checkpoint_steps(total_steps: int, interval: int) -> list[int]:
+    """Steps to save: 0, 1, 2, 4, ... below `interval`, then every `interval`, and the last.
+
+    Pythia saves at 0, 1, 2, 4, ..., 512 and then every 1000 steps; the same shape, scaled.
+    """
+    steps = {0, total_steps}
+    k = 1
+    while k < min(interval, total_steps):
+        steps.add(k)
+        k *= 2
+    steps.update(range(interval, total_steps, interval))
+    return sorted(steps)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives."""
+    return Path(run_dir) / CKPT_DIR / f"step_{step:06d}.pt"
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, metadata: dict) -> Path:
+    """Write `state` (tensors and plain types) and its metadata JSON atomically."""
+    path = checkpoint_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, lambda f: torch.save(state, f))
+    meta = dict(metadata, step=step, sha256=sha256_file(path), file=path.name)
+    text = json.dumps(meta, indent=2, sort_keys=True).encode()
+    _atomic_write_bytes(path.with_suffix(".json"), lambda f: f.write(text))
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Finished checkpoints (those with a metadata JSON), sorted by step."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.with_suffix(".json").exists():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def read_metadata(path: Path) -> dict:
+    """The metadata JSON next to a checkpoint."""
+    meta_path = Path(path).with_suffix(".json")
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({exc})") from None
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> tuple[dict, dict]:
+    """Verify and load a checkpoint; returns (state, metadata).
+
+    Raises CheckpointError naming the file if it is missing, unfinished or its bytes do
+    not match the sha256 recorded when it was written.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    meta = read_metadata(path)
+    if sha256_file(path) != meta.get("sha256"):
+        raise CheckpointError(f"{path}: corrupted checkpoint (sha256 does not match its metadata)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged zip archives
+        raise CheckpointError(f"{path}: corrupted checkpoint ({type(exc).__name__})") from None
+    return state, meta
+
+
+def load_model(path: Path, device: str = "cpu"):
+    """Rebuild the GPT stored in a checkpoint, in eval mode; returns (model, metadata)."""
+    from scaling.model import GPT, GPTConfig
+
+    state, meta = load_checkpoint(path, map_location=device)
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), meta

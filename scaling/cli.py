@@ -1,0 +1,55 @@
+"""The `scaling` command: one entry point, one subcommand per stage of the data flow.
+
+Each subcommand lives in its own module and is imported only when used, so `scaling --help`
+is instant and `scaling report` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, function, one-line help). Order is the order of the data flow.
+COMMANDS = {
+    "ladder": ("scaling.ladder_cli", "main",
+               "run the default ladder end to end (sweep, then report); --list shows rungs"),
+    "data": ("scaling.data_cli", "main", "build a corpus or check a shard for contamination"),
+    "train": ("scaling.train", "main", "train (or resume) one rung"),
+    "eval": ("scaling.evaluate", "main", "score every checkpoint of a run on the probe tasks"),
+    "sweep": ("scaling.sweep", "main", "run a wandb sweep YAML locally, no W&B server needed"),
+    "report": ("analysis.report", "main", "fit, detect emergence and write reports/"),
+    "lm-eval": ("scaling.lm_eval_backend", "cli_main",
+                "lm-eval's CLI with the `scaling` model and the probe tasks registered"),
+}
+
+USAGE = """usage: scaling COMMAND [ARGS...]
+
+An emergent-ability scaling study: train a ladder of model sizes on identical data, score
+every checkpoint on probe tasks, fit scaling curves and report which abilities emerge.
+
+commands:
+{commands}
+
+Run `scaling COMMAND --help` for a command's options. Config fields are overridden as
+--section.key=value (e.g. --model.size=s4 --train.tokens=2e6), the form wandb agents pass.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch `scaling COMMAND ...` to the command's module."""
+    argv = sys.argv[1:] if argv is None else argv
+    listing = "\n".join(f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items())
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(commands=listing))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

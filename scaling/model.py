@@ -1,0 +1,228 @@
+"""A decoder-only Transformer (GPT) that counts its own parameters and FLOPs.
+
+Pre-LayerNorm blocks, multi-head causal self-attention through
+`F.scaled_dot_product_attention`, a GELU MLP, residual connections and tied input/output
+embeddings (nanoGPT). Positions are learned, rotary (Su et al. 2021) or fixed sinusoidal
+(Vaswani et al. 2017). An optional KV cache serves batched greedy decoding in evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    """Resolved network shape (no rung names here: see scaling/ladder.py)."""
+
+    vocab_size: int = 128  # tokenizer vocabulary
+    n_layer: int = 2  # transformer blocks
+    d_model: int = 64  # residual width
+    n_head: int = 2  # attention heads
+    block_size: int = 128  # maximum context
+    pos: str = "learned"  # learned | rotary | sinusoidal
+    dropout: float = 0.0  # residual-branch dropout
+    mlp_ratio: int = 4  # MLP hidden = mlp_ratio * d_model
+
+
+def _rotary_tables(head_dim: int, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for rotary embeddings, each (length, head_dim/2)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    angles = torch.outer(torch.arange(length, device=device).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x (B, nh, T, hs) by position-dependent angles."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+def _sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
+    """Fixed sinusoidal position table (length, d_model), Vaswani et al. 2017."""
+    pos = torch.arange(length).float()[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div[: d_model // 2])
+    return table
+
+
+class KVCache:
+    """Per-layer key/value tensors for incremental decoding; `pos` is the next position."""
+
+    def __init__(self, n_layer: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Append this step's k, v (B, nh, T, hs) and return the full cached k, v."""
+        prev = self.layers[layer]
+        if prev is not None:
+            k = torch.cat((prev[0], k), dim=2)
+            v = torch.cat((prev[1], v), dim=2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with a fused qkv projection."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, rotary=None, cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if rotary is not None:
+            cos, sin = rotary
+            q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        # With a cache, queries sit at the end of a longer key sequence: the causal mask must
+        # be offset, so build it explicitly unless this is a plain square (training) call.
+        if k.size(2) == T:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            offset = k.size(2) - T
+            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(offset)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return F.dropout(self.proj(y), self.dropout, self.training)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network with GELU."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x):
+        return F.dropout(self.proj(F.gelu(self.fc(x))), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rotary=None, cache=None, layer=0):
+        x = x + self.attn(self.ln1(x), rotary, cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer language model with tied embeddings."""
+
+    def __init__(self, cfg: GPTConfig, seed: int = 0):
+        super().__init__()
+        if cfg.d_model % cfg.n_head:
+            raise ValueError(f"d_model={cfg.d_model} is not divisible by n_head={cfg.n_head}")
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.pos == "learned" else None
+        if cfg.pos == "sinusoidal":
+            self.register_buffer("pos_table", _sinusoidal_table(cfg.block_size, cfg.d_model),
+                                 persistent=False)
+        if cfg.pos == "rotary":
+            cos, sin = _rotary_tables(cfg.d_model // cfg.n_head, cfg.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int) -> None:
+        """Deterministic GPT-2 initialisation from `seed` (independent of global RNG state).
+
+        Linear and embedding weights ~ N(0, 0.02); residual output projections scaled by
+        1/sqrt(2 * n_layer) (GPT-2 paper, section 2.3) so the residual stream's variance does
+        not grow with depth.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        std_out = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:  # LayerNorm: weight 1, bias 0
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+                continue
+            std = std_out if name.endswith("proj.weight") else 0.02
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None):
+        """Logits (B, T, vocab) for tokens idx (B, T), and the mean loss if targets given.
+
+        With a `cache`, idx holds only the new tokens; positions continue from `cache.pos`.
+        """
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
+                             f"{self.cfg.block_size}")
+        x = self.wte(idx)  # (B, T, C)
+        rotary = None
+        if self.wpe is not None:
+            x = x + self.wpe.weight[start:start + T]
+        elif self.cfg.pos == "sinusoidal":
+            x = x + self.pos_table[start:start + T]
+        else:
+            rotary = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        for i, block in enumerate(self.blocks):
+            x = block(x, rotary, cache, i)
+        if cache is not None:
+            cache.pos += T
+        x = self.ln_f(x)
+        logits = F.linear(x, self.wte.weight)  # tied output embedding, (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def num_scaling_params(self) -> dict[str, int]:
+        """Parameter counts by group; their sum is asserted equal to sum(p.numel()).
+
+        `embedding` holds the token table (tied with the output layer, counted once) and
+        learned positions; `nonembed` is everything else, Kaplan et al. 2020's N.
+        """
+        embedding = self.wte.weight.numel() + (self.wpe.weight.numel() if self.wpe else 0)
+        nonembed = sum(p.numel() for n, p in self.named_parameters()
+                       if not n.startswith(("wte.", "wpe.")))
+        total = sum(p.numel() for p in self.parameters())
+        assert embedding + nonembed == total, "parameter groups do not cover the model"
+        return {"embedding": embedding, "nonembed": nonembed, "total": total}
+
+    def estimate_flops(self) -> float:
+        """Training FLOPs per token (forward + backward) at full context.
+
+        6 * (N + d * V) + 12 * L * d * T, where N = non-embedding parameters (Kaplan et al.
+        2020, C = 6N per token), d * V is the tied output projection, which costs matmul
+        FLOPs although its weights are counted as embedding, and 12 * L * d * T is the
+        attention-score and value matmuls (QK^T and AV: 2 * 2 * T * d forward per layer,
+        times 3 for backward; PaLM appendix B, nanoGPT's estimate_mfu). The embedding
+        lookup and element-wise ops are not counted.
+        """
+        c = self.cfg
+        n = self.num_scaling_params()["nonembed"]
+        return 6.0 * (n + c.d_model * c.vocab_size) + 12.0 * c.n_layer * c.d_model * c.block_size

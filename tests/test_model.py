@@ -1,0 +1,57 @@
+"""The model counts itself: parameter groups, FLOPs, deterministic init, KV-cache decoding."""
+
+import pytest
+import torch
+
+from scaling import ladder
+from scaling.model import GPT, GPTConfig, KVCache
+
+
+@pytest.mark.parametrize("name", sorted({r for rs in ladder.LADDERS.values() for r in rs}
+                                        - {"s16", "s20"}))
+def test_param_groups_sum_to_numel_for_every_rung(name):
+    model = GPT(ladder.gpt_config(name, vocab_size=128, block_size=128))
+    counts = model.num_scaling_params()
+    assert counts["embedding"] + counts["nonembed"] == counts["total"]
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    c = model.cfg
+    # 12 d^2 per block (qkv 3d^2, proj d^2, MLP 8d^2) plus 2 LayerNorms (4d) and the final one
+    assert counts["nonembed"] == c.n_layer * (12 * c.d_model**2 + 4 * c.d_model) + 2 * c.d_model
+
+
+def test_default_ladder_spans_two_decades():
+    rows = ladder.describe(ladder.LADDERS["cpu"])
+    n = [r["nonembed_params"] for r in rows]
+    assert len(rows) >= 6 and n == sorted(n)
+    assert n[0] <= 2e4 and n[-1] >= 1e6 and n[-1] / n[0] >= 100
+
+
+def test_flops_formula():
+    model = GPT(GPTConfig(vocab_size=64, n_layer=2, d_model=32, n_head=2, block_size=16))
+    n = model.num_scaling_params()["nonembed"]
+    assert model.estimate_flops() == 6 * (n + 32 * 64) + 12 * 2 * 32 * 16
+
+
+@pytest.mark.parametrize("pos", ["learned", "rotary", "sinusoidal"])
+def test_init_is_deterministic_and_cache_matches_full_forward(pos):
+    cfg = GPTConfig(vocab_size=32, n_layer=2, d_model=32, n_head=4, block_size=24, pos=pos)
+    a, b, c = GPT(cfg, seed=1), GPT(cfg, seed=1), GPT(cfg, seed=2)
+    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(a.blocks[0].attn.qkv.weight, c.blocks[0].attn.qkv.weight)
+    a.eval()
+    idx = torch.randint(0, 32, (3, 20))
+    full, _ = a(idx)
+    cache = KVCache(cfg.n_layer)
+    first, _ = a(idx[:, :12], cache=cache)  # prefill, then one token at a time
+    steps = [first] + [a(idx[:, t:t + 1], cache=cache)[0] for t in range(12, 20)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_is_log_vocab_at_init_and_context_limit():
+    model = GPT(GPTConfig(vocab_size=64, n_layer=1, d_model=16, n_head=1, block_size=8))
+    x = torch.randint(0, 64, (4, 8))
+    _, loss = model(x, torch.randint(0, 64, (4, 8)))
+    assert abs(loss.item() - torch.log(torch.tensor(64.0)).item()) < 0.1
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 9, dtype=torch.long))
