@@ -32,12 +32,16 @@ The verdict, in order:
    residual spread of the best fit, sqrt(RSS / (m - k)), times sqrt(2).
 4. `smooth`: a significant change that is not emergent (including significant declines:
    an ability that gets worse with scale is not one that turns on).
-5. `emergent`: a significant RISE, the best fit is step or sigmoid (the curve bends more
-   than a line can follow), and the rise is not predictable from the smaller models
-   (Wei et al. 2022): a straight line in u through the points below the threshold (the
-   smaller models; one point below gives a constant), extrapolated to the largest point,
-   falls short of that point by more than half the total rise AND by more than Z_NOISE
-   standard errors of that point.
+5. `emergent`, Wei et al.'s (2022) definition made operational: absent in smaller models,
+   present in larger ones, not predictable by extrapolating the smaller ones. Precisely:
+   a significant RISE; the best fit is step or sigmoid (the curve bends more than a line
+   can follow); at least 2 points lie before the onset (for the sigmoid, the point where 10%
+   of its rise is done, u < x0 - log10(9)/k; for the step, the jump); at least one point
+   lies past the threshold; and a straight line in u through the points before the onset,
+   extrapolated to the largest point, falls short of it by more than half the total rise
+   (UNPREDICTED_FRACTION) AND by more than Z_NOISE standard errors of that point.
+   A curve that is already rising at the smallest model (e.g. a concave log-probability)
+   is therefore never emergent, however steep its start.
 
 Threshold (emergent verdicts only; NaN otherwise): the sigmoid midpoint 10^x0 when the
 sigmoid is the best fit, with the 95% bootstrap interval of x0 clipped to the data range;
@@ -64,7 +68,7 @@ from analysis import fits
 
 MIN_POINTS = 4
 Z_NOISE = 3.0
-UNPREDICTED_FRACTION = 0.5  # the extrapolation must miss more than this share of the rise
+UNPREDICTED_FRACTION = 2 / 3  # the extrapolation must miss more than this share of the rise
 AXES = ("params", "flops", "tokens", "loss")
 VERDICTS = ("emergent", "smooth", "flat", "insufficient_data")
 COLUMNS = ["task", "shots", "metric", "axis", "verdict", "threshold", "threshold_low",
@@ -85,6 +89,8 @@ class Verdict:
     best_fit: str = ""
     n_points: int = 0
     rise: float = np.nan
+    width_fraction: float = np.nan  # 10%-90% of the rise, as a share of the u range
+    miss_fraction: float = np.nan  # share of the rise the smaller models' trend misses
     sigmoid: fits.FitResult | None = None
 
     def row(self) -> dict:
@@ -126,13 +132,17 @@ def _step_fit(u: np.ndarray, y: np.ndarray) -> tuple[float, int, float, float]:
         float(right_s[i] / right_n[i])
 
 
+def _binom_var(p: float, n: float) -> float:
+    """p(1-p)/n with p kept off 0 and 1 by half an example, so a score of 0 still has noise."""
+    p = min(max(p, 0.5 / n), 1 - 0.5 / n)
+    return p * (1 - p) / n
+
+
 def _noise_se(p_lo, p_hi, n_lo, n_hi, proportion, rss, m, k) -> tuple[float, float]:
     """(se of the rise between the ends, se of one end point), see the module docstring."""
     if proportion:
-        def var(p, n):
-            p = min(max(p, 0.5 / n), 1 - 0.5 / n)
-            return p * (1 - p) / n
-        return math.sqrt(var(p_lo, n_lo) + var(p_hi, n_hi)), math.sqrt(var(p_hi, n_hi))
+        return math.sqrt(_binom_var(p_lo, n_lo) + _binom_var(p_hi, n_hi)), \
+            math.sqrt(_binom_var(p_hi, n_hi))
     sigma = math.sqrt(max(rss, 0.0) / max(m - k, 1))
     return sigma * math.sqrt(2.0), sigma
 
@@ -143,18 +153,19 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
 
     Points with the same x are averaged (n summed). See the module docstring for the rules.
     """
-    df = pd.DataFrame({"x": np.asarray(x, float), "y": np.asarray(y, float),
-                       "n": np.ones(len(x)) if n is None else np.asarray(n, float)})
-    df = df[np.isfinite(df.x) & np.isfinite(df.y)]
-    if axis != "loss":
-        df = df[df.x > 0]
-    g = df.groupby("x", sort=True).agg(y=("y", "mean"), n=("n", "sum")).reset_index()
-    if axis == "loss":
-        g = g.iloc[::-1].reset_index(drop=True)  # sort by scale: falling loss
-        u = -g.x.to_numpy()
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    nn = np.ones_like(x) if n is None else np.asarray(n, float).ravel()
+    keep = np.isfinite(x) & np.isfinite(y) & (True if axis == "loss" else x > 0)
+    x, y, nn = x[keep], y[keep], nn[keep]
+    xs, inv = np.unique(x, return_inverse=True)  # same x (seeds): mean score, summed n
+    yv = np.bincount(inv, weights=y, minlength=xs.size) / np.bincount(inv, minlength=xs.size)
+    nv = np.bincount(inv, weights=nn, minlength=xs.size)
+    if axis == "loss":  # sort by scale: falling loss
+        xs, yv, nv = xs[::-1], yv[::-1], nv[::-1]
+        u = -xs
     else:
-        u = np.log10(g.x.to_numpy())
-    yv, nv, m = g.y.to_numpy(), g.n.to_numpy(), len(g)
+        u = np.log10(xs)
+    m = xs.size
     bt, lin = bigbench_scores(yv)
     if m < MIN_POINTS:
         return Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=m)
@@ -190,42 +201,64 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
     if rise < 0 or best not in ("step", "sigmoid"):
         return out
 
-    # threshold in u, and the bracket of adjacent points around it
+    # threshold: where the fitted curve has done half of its rise over the data; onset: 10%
     if best == "sigmoid":
-        t_u = sig.params["x0"]
+        t_u = _crossing(sig.params, u, 0.5)
+        onset, done = _crossing(sig.params, u, 0.1), _crossing(sig.params, u, 0.9)
     else:
-        t_u = 0.5 * (u[step[1] - 1] + u[step[1]])
-    below = u < t_u
-    if not below.any() or below.all():
-        return out  # the rise is not inside the data: no "absent, then present"
-    i_hi = int(np.argmax(~below))
+        t_u = onset = done = 0.5 * (u[step[1] - 1] + u[step[1]])
+    out.width_fraction = float((done - onset) / (u[-1] - u[0]))
+    before = u < onset
+    if before.sum() < 2:
+        return out  # not absent in at least two smaller models
+    i_hi = int(np.argmax(u >= t_u))
     bracket = (u[i_hi - 1], u[i_hi])
 
-    # Wei et al.: is the largest point predictable from the smaller models?
-    ub, yb = u[below], yv[below]
-    trend = np.polyfit(ub, yb, 1) if ub.size >= 2 else np.array([0.0, yb.mean()])
+    # Wei et al.: is the largest point predictable from the models before the onset? The
+    # miss must beat the noise of that point and the uncertainty of the extrapolated line.
+    ub, yb, nb = u[before], yv[before], nv[before]
+    trend = np.polyfit(ub, yb, 1)
     miss = float(yv[-1] - np.polyval(trend, u[-1]))
-    if not (miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_end):
+    out.miss_fraction = miss / rise
+    if proportion:
+        sigma_b = math.sqrt(np.mean([_binom_var(p, k) for p, k in zip(yb, nb)]))
+    else:
+        sigma_b = math.sqrt(max(rss, 0.0) / max(m - N_PARAMS[best], 1))
+    lever = 1 / ub.size + (u[-1] - ub.mean()) ** 2 / np.sum((ub - ub.mean()) ** 2)
+    se_miss = math.sqrt(sigma_b ** 2 * lever + se_end ** 2)
+    if not (miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_miss):
         return out
 
     out.verdict = "emergent"
-    lo, hi = t_u, t_u
-    if best == "sigmoid":
+    lo = hi = t_u
+    if best == "sigmoid" and n_boot > 0:
         boot = fits.fit_sigmoid_logx(u, yv, log_x=False, n_boot=n_boot, seed=seed)
-        if boot.ok and np.isfinite(boot.ci["x0"][0]):
+        if boot.ok and boot.draws is not None:
             out.sigmoid = boot
-            lo, hi = boot.ci["x0"]
-        k = sig.params["k"]
-        width = 2 * fits.LOG10_9 / k if k > 0 else np.inf
-        if not np.any(np.abs(u - t_u) < width / 2):  # no point inside the 10-90% rise
-            lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
-    else:
-        lo, hi = bracket
+            names = list(boot.params)
+            ts = np.array([_crossing(dict(zip(names, d)), u, 0.5) for d in boot.draws])
+            ts = ts[np.isfinite(ts)]
+            if ts.size:
+                lo, hi = np.quantile(ts, [(1 - fits.CI_LEVEL) / 2, (1 + fits.CI_LEVEL) / 2])
+    if best == "step" or not np.any((u > onset) & (u < done)):
+        # no point inside the rise: the data only place it between two adjacent points
+        lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
     lo, hi = min(lo, t_u), max(hi, t_u)
-    lo, hi, t_u = (float(np.clip(v, u[0], u[-1])) for v in (lo, hi, t_u))
+    lo, hi = float(np.clip(lo, u[0], u[-1])), float(np.clip(hi, u[0], u[-1]))
     ends = sorted([to_axis(lo), to_axis(hi)])
-    out.threshold, out.threshold_low, out.threshold_high = to_axis(t_u), ends[0], ends[1]
+    out.threshold, out.threshold_low, out.threshold_high = float(to_axis(t_u)), *ends
     return out
+
+
+def _crossing(p: dict, u: np.ndarray, frac: float) -> float:
+    """u where the sigmoid p has done `frac` of its rise between u[0] and u[-1] (NaN if none)."""
+    f = fits._sigmoid_model(p, u[[0, -1]], log_x=False)
+    span = p["ceil"] - p["floor"]
+    if not (f[1] > f[0]) or span == 0 or p["k"] <= 0:
+        return np.nan
+    s = (f[0] + frac * (f[1] - f[0]) - p["floor"]) / span
+    s = min(max(s, 1e-12), 1 - 1e-12)
+    return float(p["x0"] + math.log(s / (1 - s)) / p["k"])
 
 
 def last_checkpoints(df: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from scipy.special import expit, logsumexp
 N_BOOT = 200  # bootstrap resamples for the intervals (fixed seed below)
 SEED = 0
 CI_LEVEL = 0.95
-LOG10_9 = math.log10(9.0)
+LN9 = math.log(9.0)  # a logistic goes from 10% to 90% over 2 ln(9) / k
 
 
 @dataclass
@@ -48,6 +48,7 @@ class FitResult:
     status: str  # "converged" | "hit_bound" | "failed"
     message: str = ""
     model: Callable | None = field(default=None, repr=False, compare=False)
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # bootstrap
 
     def predict(self, *x) -> np.ndarray:
         """Evaluate the fitted law; Chinchilla takes two arguments (N, D), the others one."""
@@ -331,7 +332,7 @@ def fit_chinchilla(N, D, L, *, n_boot: int = 100, seed: int = SEED,
 # Sigmoids: in log10 x (emergence) and in loss (OLMo two-step, second stage)
 # --------------------------------------------------------------------------------------------
 
-K_MAX = 100.0  # steepest sigmoid, per decade of x: 10%->90% within 0.02 decades (~4.5% in x)
+K_MAX = 100.0  # steepest sigmoid, per decade of x: 10%->90% within 0.044 decades (~10% in x)
 
 
 def _sigmoid_model(p: dict, x, log_x: bool = True):
@@ -381,7 +382,7 @@ def fit_sigmoid_logx(x, y, *, log_x: bool = True, n_boot: int = N_BOOT,
     """Fit y = floor + (ceil - floor) / (1 + exp(-k (log10 x - x0))).
 
     x0 is the midpoint in log10 x (the ability's threshold is 10^x0); k >= 0 is the steepness
-    per decade, so the 10%->90% part of the rise spans 2 log10(9) / k ~ 1.91 / k decades. A
+    per decade, so the 10%->90% part of the rise spans 2 ln(9) / k ~ 4.39 / k decades. A
     falling curve comes out with floor > ceil. With `log_x=False` x is used as is (emergence
     uses it with x = -loss). Bounds: floor, ceil within one data range of the data, k <= 100,
     x0 within one x-range of the data.
@@ -407,7 +408,7 @@ def fit_sigmoid_logx(x, y, *, log_x: bool = True, n_boot: int = N_BOOT,
     rmse, r2 = _gof(y, yhat)
     status = "hit_bound" if _at_bound(theta[2:], lower[2:], upper[2:]) else "converged"
     return FitResult(law, params, _intervals(names, draws), rmse, r2, m, status,
-                     model=lambda p, xx: _sigmoid_model(p, xx, log_x))
+                     model=lambda p, xx: _sigmoid_model(p, xx, log_x), draws=draws)
 
 
 def _loss_metric_model(p: dict, loss):

@@ -28,7 +28,7 @@ from scaling import ladder
 from scaling.checkpoint import (
     CheckpointError, checkpoint_steps, list_checkpoints, load_checkpoint, save_checkpoint)
 from scaling.config import Config, ConfigError, load_config
-from scaling.data.shards import build_corpus, data_hash, get_batch, open_shard
+from scaling.data.shards import ShardError, build_corpus, data_hash, get_batch, open_shard
 from scaling.logger import MetricsLogger
 from scaling.model import GPT
 from scaling.results import append_rows
@@ -249,13 +249,15 @@ def train(cfg: Config) -> Path:
                  "rng": torch.get_rng_state(), "step": step, "tokens": tokens,
                  "config": cfg.to_dict()}
         flops = plan.flops_per_token * tokens
-        save_checkpoint(run_dir, step, state,
-                        dict(meta_common, tokens=tokens, flops=flops, val_loss=val))
         append_rows(run_dir, [dict(run=run_name, rung=cfg.model.size, params=plan.params,
                                    nonembed_params=plan.nonembed_params, step=step,
                                    tokens=tokens, flops=flops, task="val", shots=0,
                                    metric="loss", value=val, n=cfg.train.val_tokens,
                                    seed=cfg.train.seed, data_hash=dhash)])
+        # The row goes first: killed in between, the resumed run recomputes this step and
+        # rewrites the same row (rows are keyed), so no checkpoint is ever without its row.
+        save_checkpoint(run_dir, step, state,
+                        dict(meta_common, tokens=tokens, flops=flops, val_loss=val))
         logger.log({"val/loss": val, "tokens": tokens}, step)
 
     if start == 0 and 0 in plan.save_steps and not existing:
@@ -281,7 +283,8 @@ def train(cfg: Config) -> Path:
         if done % cfg.train.log_interval == 0 or done == plan.total_steps:
             loss_val = loss.detach()
             if world > 1:
-                dist.all_reduce(loss_val, op=dist.ReduceOp.AVG)
+                dist.all_reduce(loss_val)  # gloo has no AVG: sum, then divide
+                loss_val /= world
             elapsed = time.perf_counter() - t0
             tps = tokens_since / elapsed
             logger.log({"train/loss": loss_val.item(), "lr": lr, "train/grad_norm": norm.item(),
@@ -291,7 +294,9 @@ def train(cfg: Config) -> Path:
             t0, tokens_since = time.perf_counter(), 0
         bar.update(1)
         if done in save_at:
+            paused = time.perf_counter()
             checkpoint(done)
+            t0 += time.perf_counter() - paused  # tokens/s measures training steps only
         if world > 1 and done in save_at:
             dist.barrier()  # keep ranks together while rank 0 writes
     bar.close()
@@ -330,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides)
         train(cfg)
-    except (ConfigError, CheckpointError, ValueError, OSError) as exc:
+    except (ConfigError, CheckpointError, ShardError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,443 @@
+"""`scaling report --results PATH --out DIR`: every table, figure and the written report.
+
+Reads results only (any model family's scores in the results schema), never checkpoints.
+Writes into DIR: emergence.csv, dynamics.csv, mirage.csv, fits.csv, backtest.csv,
+report.md, report.html and figures/*.png. Everything is built in a temporary directory next
+to DIR and moved in only when complete, so a failure leaves DIR as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import backtest as backtest_mod
+from analysis import dynamics, emergence, figures, fits, mirage
+from scaling.results import ResultsError, load
+
+FITS_COLUMNS = ["scope", "target", "axis", "law", "param", "value", "ci_low", "ci_high",
+                "rmse", "r2", "n_points", "status", "message"]
+PROBE_AXIS = "params"  # the axis the report's sentences are about; the CSVs hold all four
+
+
+# --------------------------------------------------------------------------------------------
+# fits of the loss
+# --------------------------------------------------------------------------------------------
+
+def loss_fits(df: pd.DataFrame, n_boot: int) -> tuple[dict, list[tuple]]:
+    """Laws for the validation loss at each run's last checkpoint.
+
+    Power laws against params, flops and tokens (each when it has >= 3 distinct values);
+    Chinchilla L(N, D) only when the final checkpoints cover several token budgets; a broken
+    power law against params only with >= 7 sizes. Returns ({name: FitResult}, fitted list).
+    """
+    last = emergence.last_checkpoints(df)
+    runs = last.dropna(subset=["loss"]).drop_duplicates("run")
+    laws, fitted = {}, []
+    for axis in ("params", "flops", "tokens"):
+        if runs[axis].nunique() >= 3:
+            laws[f"power_law_{axis}"] = fits.fit_power_law(runs[axis], runs.loss, n_boot=n_boot)
+            fitted.append(({"scope": "ladder", "target": "val/loss", "axis": axis},
+                           laws[f"power_law_{axis}"]))
+    if runs.tokens.nunique() >= 2 and runs.params.nunique() >= 2 and len(runs) >= 6:
+        laws["chinchilla"] = fits.fit_chinchilla(runs.params, runs.tokens, runs.loss,
+                                                 n_boot=n_boot)
+        fitted.append(({"scope": "ladder", "target": "val/loss", "axis": "params+tokens"},
+                       laws["chinchilla"]))
+    if runs.params.nunique() >= 7:
+        laws["broken_power_law"] = fits.fit_broken_power_law(runs.params, runs.loss,
+                                                             n_boot=n_boot)
+        fitted.append(({"scope": "ladder", "target": "val/loss", "axis": "params"},
+                       laws["broken_power_law"]))
+    return laws, fitted
+
+
+def fits_table(fitted: list[tuple]) -> pd.DataFrame:
+    rows = [r for labels, fit in fitted for r in fit.to_rows(**labels)]
+    return pd.DataFrame(rows, columns=FITS_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# the written report: every sentence from the numbers
+# --------------------------------------------------------------------------------------------
+
+def _num(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
+        mant, exp = f"{x:.2e}".split("e")
+        return f"{mant}e{int(exp)}"
+    return f"{x:.3g}"
+
+
+def _table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+    cells = [[c if isinstance(c, str) else _num(c) if isinstance(c, float) else str(c)
+              for c in row] for row in df.itertuples(index=False)]
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    return "\n".join([head, sep] + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
+
+
+def _probe(r) -> str:
+    return f"`{r.task}` ({r.shots}-shot) {r.metric}"
+
+
+def _law_line(name: str, fit) -> str:
+    if not fit.ok:
+        return f"- {name}: fit failed ({fit.message})."
+    parts = []
+    for k, v in fit.params.items():
+        lo, hi = fit.ci.get(k, (np.nan, np.nan))
+        ci = f" [{_num(lo)}, {_num(hi)}]" if np.isfinite(lo) else ""
+        parts.append(f"{k} = {_num(v)}{ci}")
+    note = " Some parameter sits on its bound, so that one is a limit, not an estimate." \
+        if fit.status == "hit_bound" else ""
+    return (f"- {name}: " + ", ".join(parts) + f" (R² {_num(fit.r2)}, RMSE {_num(fit.rmse)}, "
+            f"{fit.n_points} points, {fit.status}).{note}")
+
+
+def write_markdown(df, laws, em, dyn, mir, bt, figs: dict) -> str:
+    last = emergence.last_checkpoints(df)
+    runs = last.drop_duplicates("run")
+    n_ckpt = df.groupby("run").step.nunique()
+    probes = emergence.probe_rows(df)
+    out = ["# Scaling report", ""]
+    out += ["Generated by `scaling report` from stored results; every number below is "
+            "recomputed from them.", ""]
+    out += ["## Data", ""]
+    out.append(f"- {len(runs)} runs, {runs.rung.nunique()} rungs, parameters "
+               f"{_num(runs.params.min())} to {_num(runs.params.max())}; "
+               f"{int(n_ckpt.min())} to {int(n_ckpt.max())} checkpoints per run.")
+    out.append(f"- {probes.groupby(['task', 'shots']).ngroups} probe task/shot settings, "
+               f"metrics: {', '.join(sorted(probes.metric.unique())) or 'none'}.")
+    has_val = not figures.val_loss(df).empty
+    if not has_val:
+        out.append("- No validation-loss rows (task `val`, metric `loss`): no loss fits, no "
+                   "`loss` axis and no backtest.")
+    out.append("")
+
+    out += ["## Loss scaling", ""]
+    if laws:
+        names = {"power_law_params": "L = E + A·N^-alpha (N = parameters)",
+                 "power_law_flops": "L = E + A·C^-alpha (C = training FLOPs)",
+                 "power_law_tokens": "L = E + A·D^-alpha (D = training tokens)",
+                 "chinchilla": "L = E + A/N^alpha + B/D^beta (Chinchilla, Huber on log L)",
+                 "broken_power_law": "broken power law in N (Caballero et al., one break)"}
+        out += [_law_line(names[k], v) for k, v in laws.items()]
+        out.append("")
+        out.append("Brackets are 95% bootstrap intervals. Fits use each run's last checkpoint.")
+    else:
+        out.append("No loss law was fitted (needs validation loss at >= 3 distinct sizes).")
+    if "chinchilla" not in laws and has_val:
+        out.append("The Chinchilla law L(N, D) was not fitted: the final checkpoints do not "
+                   "cover several token budgets, so the N and D terms cannot be separated.")
+    out.append("")
+
+    out += [f"## Emergence (against {PROBE_AXIS}, each run's last checkpoint)", ""]
+    on_axis = em[em.axis == PROBE_AXIS]
+    by = {v: on_axis[on_axis.verdict == v] for v in emergence.VERDICTS}
+    if by["emergent"].empty:
+        out.append(f"No task was found emergent against {PROBE_AXIS}.")
+    else:
+        out.append("Emergent (absent in the smaller models, present in the larger, not "
+                   "predictable from the smaller ones):")
+        out.append("")
+        for r in by["emergent"].itertuples():
+            out.append(f"- {_probe(r)}: turns on at about {_num(r.threshold)} parameters "
+                       f"(95% interval {_num(r.threshold_low)} to {_num(r.threshold_high)}; "
+                       f"best fit {r.best_fit}, breakthroughness {_num(r.breakthroughness)}).")
+    out.append("")
+    for verdict, text in (("smooth", "Smooth (a significant change that is not abrupt)"),
+                          ("flat", "Flat (no change beyond the noise of the scores)"),
+                          ("insufficient_data", "Insufficient data (fewer than 4 sizes)")):
+        rows = by[verdict]
+        if rows.empty:
+            out.append(f"{text}: none.")
+        else:
+            out.append(f"{text}: " + "; ".join(_probe(r) for r in rows.itertuples()) + ".")
+        out.append("")
+    counts = em.pivot_table(index="axis", columns="verdict", values="task", aggfunc="count",
+                            fill_value=0).reindex(columns=list(emergence.VERDICTS),
+                                                  fill_value=0)
+    out.append("Verdict counts on every axis (emergence.csv has each row):")
+    out.append("")
+    out.append(_table(counts.reset_index()))
+
+    out += ["## Mirage check (Schaeffer et al. 2023)", ""]
+    emergent_em = mir[mir.exact_match == "emergent"]
+    if emergent_em.empty:
+        out.append("No task was emergent under exact match, so there is no emergence to "
+                   "test for a metric artifact.")
+    else:
+        for label, text in (("mirage", "Metric artifact (emergent under exact match, smooth "
+                                       "under a continuous metric)"),
+                            ("survives_continuous", "Abruptness survives a continuous metric"),
+                            ("inconclusive", "Inconclusive (continuous metrics flat or "
+                                             "missing)")):
+            rows = mir[mir.label == label]
+            names = "; ".join(f"`{r.task}` ({r.shots}-shot)" for r in rows.itertuples())
+            out.append(f"- {text}: {names or 'none'}.")
+    out.append("")
+    if not mir.empty:
+        out.append(_table(mir))
+
+    out += ["## Training dynamics (along tokens within each run)", ""]
+    dem = dyn[dyn.verdict == "emergent"]
+    if dem.empty:
+        out.append("No abrupt transition during training was found in any run.")
+    else:
+        out.append("Abrupt transitions during training:")
+        out.append("")
+        for r in dem.itertuples():
+            out.append(f"- run `{r.run}`, {_probe(r)}: at step {r.transition_step} (about "
+                       f"{_num(r.threshold)} tokens, interval {_num(r.threshold_low)} to "
+                       f"{_num(r.threshold_high)}).")
+    out.append("")
+    if not dyn.empty:
+        counts = dyn.groupby("verdict").size().reindex(list(emergence.VERDICTS), fill_value=0)
+        out.append("Verdict counts over all (run, task, shots, metric): " +
+                   ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+        out.append("")
+
+    out += ["## Backtest (predicting the largest rungs from the smaller ones)", ""]
+    if bt.empty:
+        out.append("No backtest: it needs validation loss and at least 3 sizes left after "
+                   "holding out the largest.")
+    else:
+        for h, g in bt.groupby("holdout"):
+            loss = g[g.method == "power_law"]
+            task = g[(g.method == "two_step") & g.metric.isin(
+                ["exact_match", "token_accuracy", "edit_similarity"])]
+            held = ", ".join(sorted(set(g.rung.astype(str))))
+            out.append(f"- Holding out the {h} largest size(s) ({held}): validation loss "
+                       f"mean absolute error {_num(loss.abs_error.mean())}"
+                       + (f" (relative {_num((loss.abs_error / loss.actual).mean() * 100)}%)"
+                          if not loss.empty else "")
+                       + f"; task scores (0-1 metrics, two-step) mean absolute error "
+                         f"{_num(task.abs_error.mean())}, worst {_num(task.abs_error.max())}"
+                       + (f" ({_probe(task.loc[task.abs_error.idxmax()])})"
+                          if task.abs_error.notna().any() else "") + ".")
+        out.append("")
+        out.append("Per-prediction errors are in backtest.csv.")
+    out.append("")
+
+    out += ["## Definitions", ""]
+    out += [
+        "- Verdicts: best curve by AICc among constant, linear in log x, step and sigmoid "
+        "in log x; `flat` if the best curve's rise is within 3 standard errors of the "
+        "score noise (binomial for 0-1 scores, residual spread otherwise); `emergent` if "
+        "it rises, bends (step or sigmoid best), at least 2 sizes lie before the onset, "
+        "and a line through those smaller sizes misses the largest by more than 2/3 of "
+        "the rise and 3 standard errors (Wei et al. 2022); otherwise `smooth`. Details in "
+        "the docstring of `analysis/emergence.py`.",
+        "- Threshold: where the fitted curve has done half of its rise, with a 95% "
+        "bootstrap interval, widened to the two neighbouring sizes when no point lies "
+        "inside the rise.",
+        "- Breakthroughness and linearity: BIG-bench (Srivastava et al. 2022) on the scores "
+        "sorted by scale.",
+        "- The params axis uses the `params` column (all parameters, embeddings included).",
+        "",
+    ]
+    if figs:
+        out += ["## Figures", ""]
+        for name, path in figs.items():
+            out.append(f"![{name}](figures/{Path(path).name})")
+            out.append("")
+    return "\n".join(out)
+
+
+def markdown_to_html(md: str, title: str = "Scaling report") -> str:
+    """The subset of Markdown this report uses: headings, paragraphs, '- ' lists, pipe
+    tables, images, `code` and **bold**. (The `markdown` package is not a dependency.)"""
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', text)
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+        return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+
+    body, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+            i += 1
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            head, data = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
+            body.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head)
+                        + "</tr></thead><tbody>" + "".join(
+                            "<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>"
+                            for r in data) + "</tbody></table>")
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{inline(lines[i][2:])}</li>")
+                i += 1
+            body.append("<ul>" + "".join(items) + "</ul>")
+        elif line.strip():
+            para = []
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "|",
+                                                                                   "- ")):
+                para.append(lines[i])
+                i += 1
+            body.append(f"<p>{inline(' '.join(para))}</p>")
+        else:
+            i += 1
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;"
+             "padding:2px 6px}img{max-width:100%}code{background:#f4f4f4}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+# --------------------------------------------------------------------------------------------
+# build + CLI
+# --------------------------------------------------------------------------------------------
+
+def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing scores are missing rows: drop non-finite values; refuse what cannot be used."""
+    df = df[np.isfinite(df.value)].copy()
+    if df.empty:
+        raise ResultsError("results hold no finite scores")
+    return df
+
+
+def build_report(results_path, out_dir, *, n_boot: int = 100) -> dict[str, Path]:
+    """Write every report output for `results_path` into `out_dir`; returns {name: path}.
+
+    Raises ResultsError for input that cannot be read as the results schema.
+    """
+    df = _prepare(load(results_path))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        with warnings.catch_warnings():
+            # optimiser chatter on degenerate series is expected; statuses carry the news
+            warnings.simplefilter("ignore")
+            written = _build(df, tmp, n_boot)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "figures").mkdir(exist_ok=True)
+        final = {}
+        for name, path in written.items():
+            dest = out_dir / path.relative_to(tmp)
+            os.replace(path, dest)
+            final[name] = dest
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(df: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
+    written: dict[str, Path] = {}
+    laws, fitted = loss_fits(df, n_boot)
+
+    em, em_verdicts = emergence.detect(df, n_boot=n_boot)
+    dyn, dyn_verdicts = dynamics.detect(df, n_boot=max(n_boot // 2, 20))
+    mir = mirage.mirage_table(em)
+    bt, bt_fits = backtest_mod.backtest(df)
+    for (task, shots, metric, axis), v in em_verdicts.items():
+        if v.sigmoid is not None:
+            fitted.append(({"scope": "ladder", "target": f"{task}/{shots}/{metric}",
+                            "axis": axis}, v.sigmoid))
+    for (run, task, shots, metric), v in dyn_verdicts.items():
+        if v.sigmoid is not None:
+            fitted.append(({"scope": f"run:{run}", "target": f"{task}/{shots}/{metric}",
+                            "axis": "tokens"}, v.sigmoid))
+    fitted += bt_fits
+
+    tables = {"emergence": em, "dynamics": dyn, "mirage": mir, "fits": fits_table(fitted),
+              "backtest": bt}
+    for name, table in tables.items():
+        written[f"{name}.csv"] = tmp / f"{name}.csv"
+        table.to_csv(written[f"{name}.csv"], index=False)
+
+    figdir = tmp / "figures"
+    last = emergence.last_checkpoints(df)
+    emergent_exact = mir[mir.exact_match == "emergent"][["task", "shots"]]
+    others = mir[mir.exact_match != "emergent"][["task", "shots"]]
+    side_by_side = [tuple(r) for r in pd.concat([emergent_exact, others]).head(4).to_numpy()]
+    figs = {
+        "loss_vs_compute": figures.loss_vs_compute(df, laws.get("power_law_flops"),
+                                                   figdir / "loss_vs_compute.png"),
+        "exact_match_vs_params": figures.metric_vs_params(last, em_verdicts,
+                                                          figdir / "exact_match_vs_params.png"),
+        "exact_vs_continuous": figures.mirage_panels(last, em_verdicts,
+                                                     figdir / "exact_vs_continuous.png",
+                                                     side_by_side),
+        "exact_match_heatmap": figures.exact_match_heatmap(last,
+                                                           figdir / "exact_match_heatmap.png"),
+        "training_curves": figures.training_curves(df, figdir / "training_curves.png"),
+        "backtest": figures.backtest_plot(bt, figdir / "backtest.png"),
+    }
+    figs = {k: v for k, v in figs.items() if v is not None}
+    written.update({f"figures/{Path(p).name}": Path(p) for p in figs.values()})
+
+    md = write_markdown(df, laws, em, dyn, mir, bt, figs)
+    written["report.md"] = tmp / "report.md"
+    written["report.md"].write_text(md)
+    written["report.html"] = tmp / "report.html"
+    written["report.html"].write_text(markdown_to_html(md))
+    return written
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scaling report",
+        description=(
+            "Fit scaling laws, detect emergent abilities and write a report from stored "
+            "results. PATH is a results file (CSV or Parquet in the results schema: run, "
+            "rung, params, nonembed_params, step, tokens, flops, task, shots, metric, value, "
+            "n; optional chance, seed, data_hash) or a directory searched for results.csv "
+            "files. Scores of any model family work; no checkpoints are read."),
+        epilog=(
+            "Writes into DIR: emergence.csv (verdict per task, shots, metric and axis), "
+            "dynamics.csv (verdicts along training within each run), mirage.csv (exact "
+            "match vs continuous metrics), fits.csv (every fitted curve with 95%% intervals), "
+            "backtest.csv (largest rungs predicted from the smaller), report.md, report.html "
+            "and figures/. Example: scaling report --results runs/ladder --out reports"),
+    )
+    p.add_argument("--results", required=True, metavar="PATH",
+                   help="results file or runs directory")
+    p.add_argument("--out", default="reports", metavar="DIR",
+                   help="output directory (default: reports); replaced files only")
+    p.add_argument("--bootstrap", type=int, default=100, metavar="N",
+                   help="bootstrap resamples for the intervals (default 100; fewer is faster)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 for unusable input)."""
+    args = parser().parse_args(argv)
+    try:
+        written = build_report(args.results, args.out, n_boot=args.bootstrap)
+    except ResultsError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the report: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {args.out} (see {Path(args.out) / 'report.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

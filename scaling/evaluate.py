@@ -1,0 +1,463 @@
+"""Score every checkpoint of a run on the probe tasks: `scaling eval RUN_DIR [--tasks a,b]`.
+
+For each (checkpoint, task) not yet in `RUN_DIR/results.csv`, the model is run over the
+task's held-out instances and one row per metric is appended in the results schema
+(scaling/results.py), with `n`, `chance` (where known) and `stderr`. Re-running skips
+what is already scored, so a task added to the registry later is scored on old checkpoints
+without retraining.
+
+How a task is scored (all batched, fp32, under torch.inference_mode):
+1. Teacher forcing: ONE forward pass over context + gold answer gives every gold token's
+   log-probability and the argmax at every answer position (token_accuracy,
+   answer_logprob), and the argmax after the answer.
+2. Greedy decoding (generation tasks; stops at a stop string or eot, or after
+   len(gold) + 2 tokens): greedy output agrees with the gold answer up to the first answer
+   position where the teacher-forced argmax differs, so decoding only starts there; an
+   example whose argmax reproduces the whole answer and then a stop token needs no decoding
+   at all. The rest is decoded with the KV cache, in batches of equal prefix length (all
+   rows of a cached batch share positions).
+3. Multiple choice: every option's summed log-likelihood from the same kind of pass.
+
+Context longer than the model's block size is cut on the left: scoring conditions each
+answer token on the last `block_size` tokens ending at it, and decoding keeps the last
+`block_size - max_new` tokens of the prompt. The lm-eval backend (scaling/lm_eval_backend.py)
+calls the same functions, which is why both paths give the same scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scaling.checkpoint import CheckpointError, list_checkpoints, load_model, read_metadata
+from scaling.metrics import aggregate, choice_scores, cut_at_stops, generate_scores
+from scaling.results import KEY, RESULTS_FILE, ResultsError, append_rows, read_file
+from scaling.tasks import GENERATE, Task, UnknownTaskError, get_tasks
+
+DEFAULT_BATCH_SIZE = 256  # rows per forward pass; eval sequences are short (< block_size)
+EXTRA_TOKENS = 2  # greedy decoding may run this many tokens past the gold answer's length
+
+
+class EvalError(RuntimeError):
+    """A run directory or checkpoint that cannot be evaluated (one-line message)."""
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+@dataclass
+class ContinuationScore:
+    """Teacher-forced scores of one continuation.
+
+    logprobs: (m,) log-probability of each continuation token.
+    argmax: (m,) or (m + 1,) the model's argmax at each continuation position, plus the
+    one after the last token when the whole sequence fit in one window.
+    """
+
+    logprobs: np.ndarray
+    argmax: np.ndarray
+
+    @property
+    def has_next(self) -> bool:
+        """Whether argmax includes the prediction after the continuation."""
+        return len(self.argmax) == len(self.logprobs) + 1
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _windows(pairs: Sequence[tuple[list[int], list[int]]], block: int):
+    # One (input, n_scored) row per pair that fits in a window; pairs that do not fit are
+    # split into one row per continuation token, each with the longest context that fits.
+    rows, owner = [], []
+    for i, (ctx, cont) in enumerate(pairs):
+        if not cont:
+            raise ValueError("cannot score an empty continuation")
+        if not ctx:
+            raise ValueError("cannot score a continuation without context")
+        full = list(ctx) + list(cont)
+        if len(full) <= block:
+            rows.append((full, len(cont)))
+            owner.append((i, 0))
+        else:
+            for j in range(len(cont)):
+                rows.append((full[: len(ctx) + j + 1][-block:], 1))
+                owner.append((i, j))
+    return rows, owner
+
+
+@torch.inference_mode()
+def score_continuations(model, pairs: Sequence[tuple[list[int], list[int]]],
+                        batch_size: int = DEFAULT_BATCH_SIZE) -> list[ContinuationScore]:
+    """Teacher-forced log-probabilities and argmaxes of each (context, continuation).
+
+    Rows are sorted by length and right-padded (causal attention: padding after a row never
+    affects it), then scored one batch per forward pass.
+    """
+    block = model.cfg.block_size
+    device = _device_of(model)
+    rows, owner = _windows(pairs, block)
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
+    row_lp: list = [None] * len(rows)
+    row_am: list = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        lengths = [len(rows[r][0]) for r in chunk]
+        n_sc = [rows[r][1] for r in chunk]
+        width = max(lengths)
+        x = torch.zeros(len(chunk), width, dtype=torch.long)
+        for b, r in enumerate(chunk):
+            x[b, : lengths[b]] = torch.tensor(rows[r][0])
+        logits, _ = model(x.to(device))
+        logp = F.log_softmax(logits.float(), dim=-1)  # (b, width, V)
+        # Positions T-1-m .. T-1 predict the m scored tokens and the one after them.
+        span = max(n_sc) + 1
+        offs = torch.arange(span)
+        pos = torch.tensor([t - 1 - m for t, m in zip(lengths, n_sc)])[:, None] + offs
+        pos = pos.clamp(0, width - 1)
+        tgt = torch.zeros(len(chunk), span, dtype=torch.long)
+        for b, r in enumerate(chunk):
+            m = n_sc[b]
+            tgt[b, :m] = torch.tensor(rows[r][0][lengths[b] - m:])
+        sel = logp[torch.arange(len(chunk))[:, None], pos.to(device)]  # (b, span, V)
+        tok_lp = sel.gather(-1, tgt.to(device)[..., None]).squeeze(-1).cpu().double().numpy()
+        am = sel.argmax(-1).cpu().numpy()
+        for b, r in enumerate(chunk):
+            m = n_sc[b]
+            row_lp[r] = tok_lp[b, :m]
+            row_am[r] = am[b, : m + 1]
+    # Reassemble split pairs (their rows come in continuation order).
+    parts_lp, parts_am = defaultdict(list), defaultdict(list)
+    for r, (i, _) in enumerate(owner):
+        parts_lp[i].append(row_lp[r])
+        parts_am[i].append(row_am[r])
+    out = []
+    for i in range(len(pairs)):
+        if len(parts_lp[i]) == 1:  # fitted in one window: keep the "next" argmax
+            out.append(ContinuationScore(parts_lp[i][0], parts_am[i][0]))
+        else:
+            out.append(ContinuationScore(np.concatenate(parts_lp[i]),
+                                         np.array([a[0] for a in parts_am[i]])))
+    return out
+
+
+def generation_budget(requested: int, block_size: int) -> int:
+    """New tokens actually decoded: at most half the block, so the prompt keeps room."""
+    return max(1, min(int(requested), block_size // 2))
+
+
+@torch.inference_mode()
+def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
+                    stop_ids: set[int] | Sequence[int],
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[int]]:
+    """Greedy continuations (stop token excluded) of each prompt, batched with the KV cache.
+
+    Each prompt decodes at most `generation_budget(max_new, block)` tokens and keeps its
+    last `block - budget` tokens as context. Prompts of equal length share a batch (the
+    cache has one position counter per batch).
+    """
+    block = model.cfg.block_size
+    device = _device_of(model)
+    from scaling.model import KVCache
+
+    prepared = []
+    for p, mn in zip(prompts, max_new):
+        mn = generation_budget(mn, block)
+        p = list(p)[-(block - mn):]
+        if not p:
+            raise ValueError("cannot decode from an empty prompt")
+        prepared.append((p, mn))
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, (p, _) in enumerate(prepared):
+        groups[len(p)].append(i)
+    stops = torch.tensor(sorted(set(int(s) for s in stop_ids)) or [-1], device=device)
+    out: list = [None] * len(prepared)
+    for idxs in groups.values():
+        for start in range(0, len(idxs), batch_size):
+            chunk = idxs[start:start + batch_size]
+            x = torch.tensor([prepared[i][0] for i in chunk], device=device)
+            budget = torch.tensor([prepared[i][1] for i in chunk], device=device)
+            steps = int(budget.max())
+            cache = KVCache(model.cfg.n_layer)
+            logits = model(x, cache=cache)[0][:, -1]
+            gen = torch.full((len(chunk), steps), -1, dtype=torch.long, device=device)
+            alive = torch.ones(len(chunk), dtype=torch.bool, device=device)
+            for t in range(steps):
+                nxt = logits.argmax(-1)  # (b,)
+                alive &= ~torch.isin(nxt, stops) & (budget > t)
+                gen[:, t] = torch.where(alive, nxt, -1)
+                if t == steps - 1 or not bool(alive.any()):
+                    break
+                logits = model(nxt[:, None], cache=cache)[0][:, -1]
+            for b, i in enumerate(chunk):
+                row = gen[b].tolist()
+                out[i] = row[: row.index(-1)] if -1 in row else row
+    return out
+
+
+def stop_token_ids(tokenizer, stops: Sequence[str]) -> set[int]:
+    """Token ids that end decoding: eot plus every stop string that is a single token.
+
+    Longer stop strings are applied to the decoded text afterwards (`cut_at_stops`).
+    """
+    ids = {int(tokenizer.eot_id)}
+    for s in stops:
+        if s:
+            enc = tokenizer.encode(s)
+            if len(enc) == 1:
+                ids.add(int(enc[0]))
+    return ids
+
+
+# ----------------------------------------------------------------------------- one task
+
+
+@dataclass
+class Prepared:
+    """A task's instances, tokenized once per tokenizer."""
+
+    task: Task
+    examples: list
+    contexts: list[list[int]]
+    golds: list[list[int]]  # generation: gold answer tokens
+    choices: list[list[list[int]]]  # multiple choice: tokens of each option
+    gold_index: list[int]
+
+
+def prepare(task: Task, tokenizer) -> Prepared:
+    """Draw a task's instances and tokenize them."""
+    examples = task.examples()
+    if not examples:
+        raise EvalError(f"task {task.id}: the generator produced no held-out instances")
+    contexts = [tokenizer.encode(task.context(e)) for e in examples]
+    golds, choices, gold_index = [], [], []
+    if task.kind == GENERATE:
+        golds = [tokenizer.encode(e.answer) for e in examples]
+    else:
+        choices = [[tokenizer.encode(c) for c in e.choices] for e in examples]
+        gold_index = [task.gold_index(e) for e in examples]
+    return Prepared(task, examples, contexts, golds, choices, gold_index)
+
+
+def greedy_outputs(model, prep: Prepared, tf: list[ContinuationScore], stop_ids: set[int],
+                   batch_size: int) -> list[list[int]]:
+    """Greedy output tokens of every instance, decoding only past the first divergence."""
+    block = model.cfg.block_size
+    outs: list = [None] * len(prep.golds)
+    todo = []  # (index, tokens already known, prompt to decode from, budget)
+    for i, (ctx, gold) in enumerate(zip(prep.contexts, prep.golds)):
+        budget = generation_budget(len(gold) + EXTRA_TOKENS, block)
+        am = tf[i].argmax
+        if len(ctx) + budget > block or not tf[i].has_next:
+            todo.append((i, [], ctx, budget))  # the prompt is cut: decode from scratch
+            continue
+        k = next((j for j in range(len(gold)) if am[j] != gold[j]), len(gold))
+        known, a = list(gold[:k]), int(am[k])
+        if a in stop_ids:
+            outs[i] = known
+        elif k + 1 >= budget:
+            outs[i] = known + [a]
+        else:
+            todo.append((i, known + [a], ctx + known + [a], budget - k - 1))
+    gens = greedy_generate(model, [t[2] for t in todo], [t[3] for t in todo], stop_ids,
+                           batch_size)
+    for (i, known, _, _), g in zip(todo, gens):
+        outs[i] = known + g
+    return outs
+
+
+def score_task(model, tokenizer, prep: Prepared,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, tuple[float, float]]:
+    """metric -> (mean, stderr) of one task on one model."""
+    task = prep.task
+    if task.kind == GENERATE:
+        tf = score_continuations(model, list(zip(prep.contexts, prep.golds)), batch_size)
+        stop_ids = stop_token_ids(tokenizer, task.stop)
+        outs = greedy_outputs(model, prep, tf, stop_ids, batch_size)
+        per = []
+        for ex, gold, s, out in zip(prep.examples, prep.golds, tf, outs):
+            pred = cut_at_stops(tokenizer.decode(out), task.stop)
+            per.append(generate_scores(pred, ex.answer, s.logprobs,
+                                       s.argmax[: len(gold)] == np.asarray(gold)))
+        return aggregate(per)
+    pairs = [(ctx, c) for ctx, opts in zip(prep.contexts, prep.choices) for c in opts]
+    tf = score_continuations(model, pairs, batch_size)
+    per, k = [], 0
+    for opts, gi in zip(prep.choices, prep.gold_index):
+        lls = [float(s.logprobs.sum()) for s in tf[k:k + len(opts)]]
+        k += len(opts)
+        per.append(choice_scores(lls, gi))
+    return aggregate(per)
+
+
+def task_rows(meta: dict, run: str, prep: Prepared,
+              scores: dict[str, tuple[float, float]]) -> list[dict]:
+    """Results-schema rows (one per metric) for one task at one checkpoint."""
+    task = prep.task
+    base = {
+        "run": run,
+        "rung": meta.get("rung", ""),
+        "params": int(meta.get("params", 0)),
+        "nonembed_params": int(meta.get("nonembed_params", 0)),
+        "step": int(meta["step"]),
+        "tokens": int(meta.get("tokens", 0)),
+        "flops": float(meta.get("flops", 0.0)),
+        "task": task.name,
+        "shots": task.shots_column,
+        "n": len(prep.examples),
+    }
+    for opt in ("seed", "data_hash"):
+        if meta.get(opt) is not None:
+            base[opt] = meta[opt]
+    rows = []
+    for metric in task.metrics:
+        value, stderr = scores[metric]
+        row = dict(base, metric=metric, value=value, stderr=stderr)
+        chance = task.chance_of(metric, prep.examples)
+        if chance is not None:
+            row["chance"] = chance
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def _scored_keys(run_dir: Path) -> set[tuple]:
+    path = run_dir / RESULTS_FILE
+    if not path.exists():
+        return set()
+    df = read_file(path)
+    return set(map(tuple, df[KEY].itertuples(index=False, name=None)))
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = "all",
+                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto") -> int:
+    """Score every checkpoint of `run_dir` on `tasks`; returns the number of rows written.
+
+    tasks: None / "default" (every registered task), names or ids (comma-separated string
+    or list), or Task objects. checkpoints: "all" or "last". (checkpoint, task) pairs whose
+    metric rows are all in results.csv already are skipped without loading anything.
+    Raises EvalError, UnknownTaskError or CheckpointError with one-line messages.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalError(f"{run_dir}: no such run directory")
+    if checkpoints not in ("all", "last"):
+        raise EvalError(f"--checkpoints must be 'all' or 'last', got {checkpoints!r}")
+    task_list = get_tasks(tasks)
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise EvalError(f"{run_dir}: no checkpoints (expected {run_dir / 'checkpoints'}/"
+                        "step_*.pt with its .json)")
+    if checkpoints == "last":
+        ckpts = ckpts[-1:]
+    done = _scored_keys(run_dir)
+    plan = []  # (path, meta, run name, pending tasks)
+    for step, path in ckpts:
+        meta = read_metadata(path)
+        meta.setdefault("step", step)
+        run = str(meta.get("run") or run_dir.name)
+        pending = [t for t in task_list
+                   if any((run, step, t.name, t.shots_column, m) not in done for m in t.metrics)]
+        if pending:
+            plan.append((path, meta, run, pending))
+    total = sum(len(p[3]) for p in plan)
+    if total == 0:
+        return 0
+    from tqdm import tqdm
+
+    device = _resolve_device(device)
+    prepared: dict[tuple, Prepared] = {}
+    tokenizers: dict[str, object] = {}
+    written = 0
+    with tqdm(total=total, disable=not progress, unit="task", file=sys.stderr,
+              desc=f"eval {run_dir.name}", dynamic_ncols=True) as bar:
+        for path, meta, run, pending in plan:
+            model, meta_loaded = load_model(path, device=device)
+            meta = dict(meta_loaded, step=meta["step"])
+            tok_name = meta.get("tokenizer", "char")
+            if tok_name not in tokenizers:
+                from scaling.data.tokenizer import get_tokenizer
+
+                tokenizers[tok_name] = get_tokenizer(tok_name)
+            tok = tokenizers[tok_name]
+            rows = []
+            for task in pending:
+                bar.set_postfix_str(f"step {meta['step']} {task.id}")
+                key = (task, tok_name)
+                if key not in prepared:
+                    prepared[key] = prepare(task, tok)
+                scores = score_task(model, tok, prepared[key], batch_size)
+                rows += task_rows(meta, run, prepared[key], scores)
+                bar.update(1)
+            append_rows(run_dir, rows)  # per checkpoint: a crash keeps finished work
+            written += len(rows)
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser for `scaling eval`."""
+    p = argparse.ArgumentParser(
+        prog="scaling eval",
+        description="Score every checkpoint of a run on the probe tasks; rows are appended "
+                    "to RUN_DIR/results.csv and already scored (checkpoint, task) pairs "
+                    "are skipped.")
+    p.add_argument("run_dir", nargs="?", help="run directory (holds checkpoints/)")
+    p.add_argument("--tasks", default="default",
+                   help="comma-separated task names or ids (default: every registered task)")
+    p.add_argument("--checkpoints", choices=("all", "last"), default="all",
+                   help="score every checkpoint (default) or only the last one")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"rows per forward pass (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-tasks", action="store_true",
+                   help="print the registered tasks and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; one-line `error: ...` on stderr and exit code 2 on bad input."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_tasks:
+            for t in get_tasks(args.tasks):
+                print(f"{t.id:<18} task={t.name} shots={t.shots_column} kind={t.kind} "
+                      f"n<={t.n}")
+            return 0
+        if not args.run_dir:
+            raise EvalError("missing RUN_DIR (usage: scaling eval RUN_DIR [--tasks a,b])")
+        if args.batch_size < 1:
+            raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}")
+        n = evaluate_run(args.run_dir, tasks=args.tasks, progress=not args.no_progress,
+                         checkpoints=args.checkpoints, batch_size=args.batch_size,
+                         device=args.device)
+    except (EvalError, UnknownTaskError, CheckpointError, ResultsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} result rows to {Path(args.run_dir) / RESULTS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
