@@ -113,38 +113,48 @@ def bigbench_scores(y: np.ndarray) -> tuple[float, float]:
     return float(bt), float(lin)
 
 
-def _aicc(rss: float, m: int, k: int) -> float:
-    rss = max(rss, m * 1e-18)  # a perfect fit must not give -inf
-    return m * math.log(rss / m) + 2 * k + 2 * k * (k + 1) / (m - k - 1)
-
-
-def _step_fit(u: np.ndarray, y: np.ndarray) -> tuple[float, int, float, float]:
-    """Best single jump between sorted points: (rss, j, low, high); the jump is before y[j]."""
+def _step_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, int]:
+    """Best single jump between sorted points by weighted least squares (weights w):
+    (fitted values, j); the jump is before y[j]."""
     m = y.size
-    c1, c2 = np.cumsum(y), np.cumsum(y * y)
+    cw, c1, c2 = np.cumsum(w), np.cumsum(w * y), np.cumsum(w * y * y)
     j = np.arange(1, m)
-    left_n, right_n = j, m - j
-    left_s, right_s = c1[j - 1], c1[-1] - c1[j - 1]
-    left_q, right_q = c2[j - 1], c2[-1] - c2[j - 1]
-    rss = (left_q - left_s ** 2 / left_n) + (right_q - right_s ** 2 / right_n)
+    lw, rw = cw[j - 1], cw[-1] - cw[j - 1]
+    ls, rs = c1[j - 1], c1[-1] - c1[j - 1]
+    rss = (c2[j - 1] - ls ** 2 / lw) + (c2[-1] - c2[j - 1] - rs ** 2 / rw)
     i = int(np.argmin(rss))
-    return float(max(rss[i], 0.0)), int(j[i]), float(left_s[i] / left_n[i]), \
-        float(right_s[i] / right_n[i])
+    return np.where(np.arange(m) < j[i], ls[i] / lw[i], rs[i] / rw[i]), int(j[i])
 
 
-def _binom_var(p: float, n: float) -> float:
+def _binom_var(p, n):
     """p(1-p)/n with p kept off 0 and 1 by half an example, so a score of 0 still has noise."""
-    p = min(max(p, 0.5 / n), 1 - 0.5 / n)
+    p = np.clip(p, 0.5 / n, 1 - 0.5 / n)
     return p * (1 - p) / n
 
 
-def _noise_se(p_lo, p_hi, n_lo, n_hi, proportion, rss, m, k) -> tuple[float, float]:
-    """(se of the rise between the ends, se of one end point), see the module docstring."""
-    if proportion:
-        return math.sqrt(_binom_var(p_lo, n_lo) + _binom_var(p_hi, n_hi)), \
-            math.sqrt(_binom_var(p_hi, n_hi))
-    sigma = math.sqrt(max(rss, 0.0) / max(m - k, 1))
-    return sigma * math.sqrt(2.0), sigma
+def _penalty(k: int, m: int) -> float:
+    return 2 * k + 2 * k * (k + 1) / (m - k - 1)
+
+
+def _select(fitted: dict[str, np.ndarray], y: np.ndarray, var: np.ndarray | None):
+    """Best candidate by AICc (var None) or QAICc with known variances; returns (name, c_hat).
+
+    c_hat = max(1, chi2 / dof of the most flexible candidate): how much more the scores
+    scatter than their binomial noise (seed and training noise), which scales both the
+    criterion and every noise check after it.
+    """
+    m = y.size
+    if var is None:
+        scores = {name: m * math.log(max(float(np.sum((y - f) ** 2)), m * 1e-18) / m)
+                  + _penalty(N_PARAMS[name], m) for name, f in fitted.items()}
+        c_hat = 1.0
+    else:
+        chi2 = {name: float(np.sum((y - f) ** 2 / var)) for name, f in fitted.items()}
+        general = max(fitted, key=N_PARAMS.get)
+        c_hat = max(1.0, chi2[general] / (m - N_PARAMS[general]))
+        scores = {name: chi2[name] / c_hat + _penalty(N_PARAMS[name], m) for name in fitted}
+    best = min(scores, key=lambda k: (round(scores[k], 9), N_PARAMS[k]))  # ties: simpler
+    return best, c_hat
 
 
 def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
@@ -173,26 +183,32 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
     def to_axis(uu):
         return -uu if axis == "loss" else 10.0 ** uu
 
-    # candidates: rss and the fitted values at the two ends
-    coef = np.polyfit(u, yv, 1)
-    cand = {"constant": (float(np.sum((yv - yv.mean()) ** 2)), yv.mean(), yv.mean()),
-            "linear": (float(np.sum((yv - np.polyval(coef, u)) ** 2)),
-                       np.polyval(coef, u[0]), np.polyval(coef, u[-1]))}
-    step = _step_fit(u, yv)
-    if m - 3 - 1 >= 1:
-        cand["step"] = (step[0], step[2], step[3])
+    # candidate curves (fitted values at u), weighted by 1/variance where the noise is known;
+    # a curve with k parameters needs m - k - 1 >= 1
+    proportion = n is not None and bool(np.all((yv >= 0) & (yv <= 1)) and np.all(nv > 0))
+    var = _binom_var(yv, nv) if proportion else None
+    w = np.ones(m) if var is None else 1 / var
+    fitted = {"constant": np.full(m, np.average(yv, weights=w)),
+              "linear": np.polyval(np.polyfit(u, yv, 1, w=np.sqrt(w)), u)}
+    step_f, step_j = _step_fit(u, yv, w)
+    if m >= 5:
+        fitted["step"] = step_f
     sig = None
-    if m - 4 - 1 >= 1:
-        sig = fits.fit_sigmoid_logx(u, yv, log_x=False, n_boot=0, seed=seed)
+    if m >= 6:
+        sig = fits.fit_sigmoid_logx(u, yv, sigma=None if var is None else np.sqrt(var),
+                                    log_x=False, n_boot=0, seed=seed)
         if sig.ok:
-            ends = sig.predict(u[[0, -1]])
-            cand["sigmoid"] = (float(np.sum((yv - sig.predict(u)) ** 2)), ends[0], ends[1])
-    scores = {name: _aicc(c[0], m, N_PARAMS[name]) for name, c in cand.items()}
-    best = min(scores, key=lambda k: (round(scores[k], 9), N_PARAMS[k]))
-    rss, f_lo, f_hi = cand[best]
-    rise = float(f_hi - f_lo)
-    proportion = bool(np.all((yv >= 0) & (yv <= 1)) and np.all(nv > 0) and n is not None)
-    se_rise, se_end = _noise_se(f_lo, f_hi, nv[0], nv[-1], proportion, rss, m, N_PARAMS[best])
+            fitted["sigmoid"] = sig.predict(u)
+    best, c_hat = _select(fitted, yv, var)
+    f = fitted[best]
+    rise = float(f[-1] - f[0])
+    k_best = N_PARAMS[best]
+    if proportion:  # binomial noise, scaled by the over-dispersion c_hat
+        se_rise = math.sqrt(c_hat * (_binom_var(f[0], nv[0]) + _binom_var(f[-1], nv[-1])))
+        se_end = math.sqrt(c_hat * _binom_var(yv[-1], nv[-1]))
+    else:  # residual spread of the best curve
+        se_end = math.sqrt(float(np.sum((yv - f) ** 2)) / max(m - k_best, 1))
+        se_rise = se_end * math.sqrt(2.0)
     out = Verdict("smooth", breakthroughness=bt, linearity=lin, best_fit=best, n_points=m,
                   rise=rise, sigmoid=sig)
     if best == "constant" or abs(rise) <= Z_NOISE * se_rise:
@@ -206,7 +222,7 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
         t_u = _crossing(sig.params, u, 0.5)
         onset, done = _crossing(sig.params, u, 0.1), _crossing(sig.params, u, 0.9)
     else:
-        t_u = onset = done = 0.5 * (u[step[1] - 1] + u[step[1]])
+        t_u = onset = done = 0.5 * (u[step_j - 1] + u[step_j])
     out.width_fraction = float((done - onset) / (u[-1] - u[0]))
     before = u < onset
     if before.sum() < 2:
@@ -216,23 +232,23 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
 
     # Wei et al.: is the largest point predictable from the models before the onset? The
     # miss must beat the noise of that point and the uncertainty of the extrapolated line.
-    ub, yb, nb = u[before], yv[before], nv[before]
-    trend = np.polyfit(ub, yb, 1)
-    miss = float(yv[-1] - np.polyval(trend, u[-1]))
+    ub, yb = u[before], yv[before]
+    miss = float(yv[-1] - np.polyval(np.polyfit(ub, yb, 1), u[-1]))
     out.miss_fraction = miss / rise
     if proportion:
-        sigma_b = math.sqrt(np.mean([_binom_var(p, k) for p, k in zip(yb, nb)]))
+        var_b = c_hat * float(np.mean(_binom_var(yb, nv[before])))
     else:
-        sigma_b = math.sqrt(max(rss, 0.0) / max(m - N_PARAMS[best], 1))
+        var_b = se_end ** 2
     lever = 1 / ub.size + (u[-1] - ub.mean()) ** 2 / np.sum((ub - ub.mean()) ** 2)
-    se_miss = math.sqrt(sigma_b ** 2 * lever + se_end ** 2)
+    se_miss = math.sqrt(var_b * lever + se_end ** 2)
     if not (miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_miss):
         return out
 
     out.verdict = "emergent"
     lo = hi = t_u
     if best == "sigmoid" and n_boot > 0:
-        boot = fits.fit_sigmoid_logx(u, yv, log_x=False, n_boot=n_boot, seed=seed)
+        boot = fits.fit_sigmoid_logx(u, yv, sigma=None if var is None else np.sqrt(var),
+                                     log_x=False, n_boot=n_boot, seed=seed)
         if boot.ok and boot.draws is not None:
             out.sigmoid = boot
             names = list(boot.params)

@@ -113,20 +113,24 @@ def _polish(resid, theta0, lower, upper, jac="2-point") -> tuple[np.ndarray, boo
 
 
 def _bootstrap(fit_once: Callable, yhat: np.ndarray, resid: np.ndarray, n_params: int,
-               n_boot: int, seed: int) -> np.ndarray | None:
+               n_boot: int, seed: int, sigma: np.ndarray | None = None) -> np.ndarray | None:
     """Residual bootstrap: refit `fit_once(y_star)` -> param vector (or None) n_boot times.
 
-    Returns an (n_ok, n_params_out) array, or None when too few refits succeeded (then the
-    intervals are reported as missing rather than made up from a handful of refits).
+    With `sigma` (per-point noise) the standardised residuals resid / sigma are resampled and
+    scaled back by each point's sigma. Returns an (n_ok, n_params_out) array, or None when
+    too few refits succeeded (then the intervals are reported as missing rather than made up
+    from a handful of refits).
     """
     m = resid.size
     if n_boot <= 0 or m <= n_params:
         return None
     rng = np.random.default_rng(seed)
-    centred = (resid - resid.mean()) * math.sqrt(m / (m - n_params))
+    scale = np.ones(m) if sigma is None else sigma
+    z = resid / scale
+    centred = (z - z.mean()) * math.sqrt(m / (m - n_params))
     draws = []
     for _ in range(n_boot):
-        y_star = yhat + rng.choice(centred, size=m, replace=True)
+        y_star = yhat + scale * rng.choice(centred, size=m, replace=True)
         out = fit_once(y_star)
         if out is not None and np.all(np.isfinite(out)):
             draws.append(out)
@@ -143,21 +147,23 @@ def _intervals(names: list[str], draws: np.ndarray | None) -> dict[str, tuple[fl
     return {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(names)}
 
 
-def _linear_two(basis: np.ndarray, y: np.ndarray):
-    """Closed-form least squares of y ~ c0 + c1 * basis for every row of `basis` (G, m).
+def _linear_two(basis: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
+    """Closed-form (weighted) least squares of y ~ c0 + c1 * basis for every row of `basis`.
 
-    Returns (c0, c1, rss), each of shape (G,). Used for variable projection on grids.
+    basis is (G, m); w are per-point weights (1 / sigma^2). Returns (c0, c1, weighted rss),
+    each of shape (G,). Used for variable projection on grids.
     """
-    m = y.size
-    sb = basis.sum(axis=1)
-    sbb = (basis * basis).sum(axis=1)
-    sy = y.sum()
-    sby = basis @ y
-    det = m * sbb - sb * sb
+    w = np.ones_like(y) if w is None else w
+    sw = w.sum()
+    sb = basis @ w
+    sbb = (basis * basis) @ w
+    sy = w @ y
+    sby = basis @ (w * y)
+    det = sw * sbb - sb * sb
     with np.errstate(divide="ignore", invalid="ignore"):
-        c1 = np.where(np.abs(det) > 1e-300, (m * sby - sb * sy) / det, 0.0)
-    c0 = (sy - c1 * sb) / m
-    rss = ((y[None, :] - c0[:, None] - c1[:, None] * basis) ** 2).sum(axis=1)
+        c1 = np.where(np.abs(det) > 1e-300, (sw * sby - sb * sy) / det, 0.0)
+    c0 = (sy - c1 * sb) / sw
+    rss = (((y[None, :] - c0[:, None] - c1[:, None] * basis) ** 2) * w[None, :]).sum(axis=1)
     return c0, c1, rss
 
 
@@ -340,11 +346,12 @@ def _sigmoid_model(p: dict, x, log_x: bool = True):
     return p["floor"] + (p["ceil"] - p["floor"]) * expit(p["k"] * (u - p["x0"]))
 
 
-def _sigmoid_fit_u(u, y, n_boot, seed):
+def _sigmoid_fit_u(u, y, n_boot, seed, sigma=None):
     """Fit y = floor + (ceil - floor) * expit(k (u - x0)) with k >= 0; returns (theta, draws,
-    lower, upper) or None. A falling curve has floor > ceil, so k >= 0 loses nothing."""
+    lower, upper, yhat) or None. A falling curve has floor > ceil, so k >= 0 loses nothing."""
     span_u = float(np.ptp(u))
     span_y = max(float(np.ptp(y)), 1e-12)
+    sig = np.ones_like(y) if sigma is None else np.asarray(sigma, float)
     lower = np.array([y.min() - span_y, y.min() - span_y, 0.0, u.min() - span_u])
     upper = np.array([y.max() + span_y, y.max() + span_y, K_MAX, u.max() + span_u])
     # grid over (k, x0); floor and ceil in closed form (variable projection)
@@ -354,16 +361,16 @@ def _sigmoid_fit_u(u, y, n_boot, seed):
     basis = expit(kk[:, None] * (u[None, :] - xx[:, None]))  # (G, m)
 
     def resid(th, yy):
-        return th[0] + (th[1] - th[0]) * expit(th[2] * (u - th[3])) - yy
+        return (th[0] + (th[1] - th[0]) * expit(th[2] * (u - th[3])) - yy) / sig
 
     def jac(th, yy):
         s = expit(th[2] * (u - th[3]))
         ds = s * (1 - s) * (th[1] - th[0])
-        return np.column_stack([1 - s, s, ds * (u - th[3]), -ds * th[2]])
+        return np.column_stack([1 - s, s, ds * (u - th[3]), -ds * th[2]]) / sig[:, None]
 
     def fit_once(yy, start=None):
         if start is None:
-            c0, c1, rss = _linear_two(basis, yy)
+            c0, c1, rss = _linear_two(basis, yy, 1 / sig ** 2)
             i = int(np.argmin(rss))
             start = [c0[i], c0[i] + c1[i], kk[i], xx[i]]
         th, ok = _polish(lambda t: resid(t, yy), start, lower, upper, jac=lambda t: jac(t, yy))
@@ -372,34 +379,36 @@ def _sigmoid_fit_u(u, y, n_boot, seed):
     theta = fit_once(y)
     if theta is None:
         return None
-    yhat = y + resid(theta, y)
-    draws = _bootstrap(lambda ys: fit_once(ys, theta), yhat, y - yhat, 4, n_boot, seed)
+    yhat = y + resid(theta, y) * sig
+    draws = _bootstrap(lambda ys: fit_once(ys, theta), yhat, y - yhat, 4, n_boot, seed,
+                       sigma=sig)
     return theta, draws, lower, upper, yhat
 
 
-def fit_sigmoid_logx(x, y, *, log_x: bool = True, n_boot: int = N_BOOT,
+def fit_sigmoid_logx(x, y, *, sigma=None, log_x: bool = True, n_boot: int = N_BOOT,
                      seed: int = SEED) -> FitResult:
     """Fit y = floor + (ceil - floor) / (1 + exp(-k (log10 x - x0))).
 
     x0 is the midpoint in log10 x (the ability's threshold is 10^x0); k >= 0 is the steepness
     per decade, so the 10%->90% part of the rise spans 2 ln(9) / k ~ 4.39 / k decades. A
-    falling curve comes out with floor > ceil. With `log_x=False` x is used as is (emergence
-    uses it with x = -loss). Bounds: floor, ceil within one data range of the data, k <= 100,
-    x0 within one x-range of the data.
+    falling curve comes out with floor > ceil. `sigma` (per-point noise) weights the least
+    squares by 1 / sigma^2. With `log_x=False` x is used as is (emergence uses it with
+    x = -loss). Bounds: floor, ceil within one data range of the data, k <= 100, x0 within
+    one x-range of the data.
     """
     law = "sigmoid_logx" if log_x else "sigmoid"
     try:
-        x, y = _clean(x, y)
+        x, y, sigma = _clean(x, y, np.ones_like(np.asarray(x, float)) if sigma is None
+                             else sigma)
     except ValueError as exc:
         return _failed(law, 0, str(exc))
-    if log_x:
-        keep = x > 0
-        x, y = x[keep], y[keep]
+    keep = (sigma > 0) & ((x > 0) if log_x else True)
+    x, y, sigma = x[keep], y[keep], sigma[keep]
     m = x.size
     if m < 4 or np.unique(x).size < 4:
         return _failed(law, m, "needs at least 4 distinct x values")
     u = np.log10(x) if log_x else x
-    out = _sigmoid_fit_u(u, y, n_boot, seed)
+    out = _sigmoid_fit_u(u, y, n_boot, seed, sigma)
     if out is None:
         return _failed(law, m, "optimiser did not converge")
     theta, draws, lower, upper, yhat = out

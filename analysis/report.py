@@ -50,10 +50,12 @@ def loss_fits(df: pd.DataFrame, n_boot: int) -> tuple[dict, list[tuple]]:
             fitted.append(({"scope": "ladder", "target": "val/loss", "axis": axis},
                            laws[f"power_law_{axis}"]))
     if runs.tokens.nunique() >= 2 and runs.params.nunique() >= 2 and len(runs) >= 6:
-        laws["chinchilla"] = fits.fit_chinchilla(runs.params, runs.tokens, runs.loss,
-                                                 n_boot=n_boot)
-        fitted.append(({"scope": "ladder", "target": "val/loss", "axis": "params+tokens"},
-                       laws["chinchilla"]))
+        # the fit itself refuses N and D that move together (one budget per size)
+        chin = fits.fit_chinchilla(runs.params, runs.tokens, runs.loss, n_boot=n_boot)
+        if chin.ok:
+            laws["chinchilla"] = chin
+            fitted.append(({"scope": "ladder", "target": "val/loss",
+                            "axis": "params+tokens"}, chin))
     if runs.params.nunique() >= 7:
         laws["broken_power_law"] = fits.fit_broken_power_law(runs.params, runs.loss,
                                                              n_boot=n_boot)

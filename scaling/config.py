@@ -65,7 +65,8 @@ class TrainConfig:
 class RunConfig:
     """Where the run lives and how it reports."""
 
-    dir: str = "runs/default/s3"  # run directory (checkpoints, logs, results); reruns resume
+    dir: str = ""  # run directory; reruns resume (default: {root}/{size}-{config hash})
+    root: str = "runs/default"  # parent of derived run directories (a sweep's directory)
     name: str = ""  # run name in results (default: the directory's name)
     data_root: str = "data"  # where built corpora are cached, keyed by spec hash
     wandb: str = "disabled"  # disabled | offline | online (online needs a login)
@@ -84,7 +85,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Refuse impossible values with a one-line ConfigError; return self."""
         m, t, r = self.model, self.train, self.run
         if m.pos not in ("learned", "rotary", "sinusoidal"):
@@ -119,13 +120,30 @@ class Config:
             raise ConfigError(f"train.dtype={t.dtype!r}: must be auto, fp32 or bf16")
         if r.wandb not in ("disabled", "offline", "online"):
             raise ConfigError(f"run.wandb={r.wandb!r}: must be disabled, offline or online")
-        if not r.dir:
-            raise ConfigError("run.dir is empty: every run needs a directory")
         try:
             self.data.validate()
         except ValueError as exc:
             raise ConfigError(f"data: {exc}") from exc
         return self
+
+    def run_dir(self) -> Path:
+        """The run directory: run.dir if set, else derived from what is trained.
+
+        The derived name is `{model.size}-{hash}` where the hash covers the model, data and
+        train sections, so every distinct configuration of a sweep gets its own directory and
+        re-launching the same configuration (a local re-run or a wandb agent) resumes it.
+        """
+        if self.run.dir:
+            return Path(self.run.dir)
+        import hashlib
+        import json
+
+        trained = {k: v for k, v in self.to_dict().items() if k != "run"}
+        trained["train"].pop("device", None)
+        trained["train"].pop("compile", None)
+        trained["train"].pop("log_interval", None)
+        digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
+        return Path(self.run.root) / f"{self.model.size}-{digest}"
 
     def to_dict(self) -> dict:
         """Plain nested dict (for YAML/JSON dumps, checkpoints and wandb)."""
@@ -224,8 +242,9 @@ def parse_overrides(args: list[str]) -> dict[str, str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --section.key=value")
+        if not arg.startswith("--") or ("." not in arg.split("=")[0] and "=" not in arg):
+            raise ConfigError(f"unexpected argument {arg!r}: "
+                              "overrides look like --section.key=value")
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
         else:
@@ -244,5 +263,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path:
         cfg = from_dict(load_yaml(path), cfg)
     for key, value in parse_overrides(overrides or []).items():
-        _set(cfg, key, value)
+        if "." not in key:  # a nested wandb parameter: --section={'key': value, ...}
+            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"--{key}={value!r}: a section override must be a mapping")
+            from_dict({key: parsed}, cfg)
+        else:
+            _set(cfg, key, value)
     return cfg.validate()

@@ -31,7 +31,8 @@ class ResultsError(ValueError):
 def _check_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise ResultsError(f"{source}: missing column(s) {', '.join(missing)} of the results schema")
+        raise ResultsError(
+            f"{source}: missing column(s) {', '.join(missing)} of the results schema")
     df = df.copy()
     for col in ("params", "nonembed_params", "step", "tokens", "shots", "n"):
         df[col] = pd.to_numeric(df[col], errors="raise").astype("int64")

@@ -183,7 +183,7 @@ def train(cfg: Config) -> Path:
     use_bf16 = cfg.train.dtype == "bf16" or (cfg.train.dtype == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext())
 
-    run_dir = Path(cfg.run.dir)
+    run_dir = cfg.run_dir()
     run_name = cfg.run.name or run_dir.name
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,306 @@
+"""Run a wandb sweep YAML locally, with no W&B server: `scaling sweep FILE [--jobs N]`.
+
+The file is a valid wandb sweep config (method, parameters, command); `wandb sweep FILE` +
+`wandb agent ID` run the same thing on a server. Here the runner expands `grid` and
+`random` (seeded) methods itself and launches every run as a subprocess with exactly the
+arguments an agent would pass (`--section.key=value`), using the current interpreter for
+`${interpreter}`.
+
+It is idempotent: a run whose directory says it is finished is skipped, a half-finished one
+resumes from its last checkpoint (the training program does that), a failing run is
+recorded with its error in `sweep_state.json` and never stops the others, and the next call
+retries it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from scaling.config import ConfigError, load_config
+
+METHODS = ("grid", "random")
+SERVER_ONLY_METHODS = ("bayes",)
+TOP_LEVEL_KEYS = {"program", "method", "parameters", "command", "name", "description",
+                  "metric", "early_terminate", "run_cap", "project", "entity"}
+DISTRIBUTIONS = {"uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical",
+                 "q_log_uniform_values", "normal", "log_normal"}
+MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
+STATE_FILE = "sweep_state.json"
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be run, in one line."""
+
+
+@dataclass
+class Sweep:
+    """A parsed, validated sweep: its name, the runs' arguments and the command template."""
+
+    name: str
+    method: str
+    command: list[str]
+    program: str
+    runs: list[dict] = field(default_factory=list)  # one {param: value} dict per run
+
+
+def _flatten(params: dict, prefix: tuple = ()) -> dict[tuple, dict]:
+    """Leaf parameter specs keyed by their path; wandb nests `parameters:` for mappings."""
+    flat = {}
+    for name, spec in params.items():
+        path = prefix + (str(name),)
+        if not isinstance(spec, dict):
+            raise SweepError(f"parameter {'.'.join(path)!r} must be a mapping (value/values/...)")
+        if "parameters" in spec:
+            flat.update(_flatten(spec["parameters"], path))
+        else:
+            flat[path] = spec
+    return flat
+
+
+def _nest(values: dict[tuple, object]) -> dict:
+    """Rebuild a run's top-level parameters: a nested parameter arrives as a dict, as the
+    wandb server sends it (`--data={'train_tokens': 1000}`)."""
+    run: dict = {}
+    for path, value in values.items():
+        node = run
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return run
+
+
+def _grid_values(name: str, spec: dict) -> list:
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        if not isinstance(spec["values"], list) or not spec["values"]:
+            raise SweepError(f"parameter {name!r}: values must be a non-empty list")
+        return spec["values"]
+    raise SweepError(f"parameter {name!r}: a grid sweep needs value or values, got "
+                     f"{', '.join(spec) or 'nothing'}")
+
+
+def _draw(name: str, spec: dict, rng: random.Random):
+    """One random draw of a parameter, with wandb's distribution names."""
+    if "value" in spec or "values" in spec and "distribution" not in spec:
+        return rng.choice(_grid_values(name, spec))
+    dist = spec.get("distribution")
+    if dist not in DISTRIBUTIONS:
+        raise SweepError(f"parameter {name!r}: unknown distribution {dist!r}")
+    lo, hi = spec.get("min"), spec.get("max")
+    if dist == "categorical":
+        return rng.choice(_grid_values(name, spec))
+    if dist in ("normal", "log_normal"):
+        x = rng.gauss(spec.get("mu", 0.0), spec.get("sigma", 1.0))
+        return math.exp(x) if dist == "log_normal" else x
+    if lo is None or hi is None or lo > hi:
+        raise SweepError(f"parameter {name!r}: {dist} needs min <= max")
+    if dist == "int_uniform":
+        return rng.randint(int(lo), int(hi))
+    if dist in ("log_uniform_values", "q_log_uniform_values"):
+        if lo <= 0:
+            raise SweepError(f"parameter {name!r}: {dist} needs min > 0")
+        x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    else:
+        x = rng.uniform(lo, hi)
+    if dist.startswith("q_"):
+        q = spec.get("q", 1)
+        x = round(x / q) * q
+    return x
+
+
+def load_sweep(path: str | Path, seed: int = 0) -> Sweep:
+    """Read, validate and expand a sweep YAML; errors are one-line SweepErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise SweepError(f"sweep file {path} is not valid YAML ({first})") from None
+    if not isinstance(doc, dict):
+        raise SweepError(f"sweep file {path} must be a mapping")
+    unknown = set(doc) - TOP_LEVEL_KEYS
+    if unknown:
+        raise SweepError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    method = doc.get("method")
+    if method in SERVER_ONLY_METHODS:
+        raise SweepError(f"{path}: method {method!r} needs a W&B server; use wandb agent, or "
+                         "grid/random here")
+    if method not in METHODS:
+        raise SweepError(f"{path}: unknown method {method!r}; use grid or random")
+    params = _flatten(doc.get("parameters") or {})
+    if not params:
+        raise SweepError(f"{path}: no parameters")
+    names = {p: ".".join(p) for p in params}
+    command = doc.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"]
+    bad = [c for c in command if "${" in str(c) and str(c) not in MACROS]
+    if bad:
+        raise SweepError(f"{path}: unknown command macro {bad[0]}")
+    if method == "grid":
+        keys = list(params)
+        combos = itertools.product(*(_grid_values(names[k], params[k]) for k in keys))
+        runs = [_nest(dict(zip(keys, combo))) for combo in combos]
+    else:
+        cap = doc.get("run_cap")
+        if not isinstance(cap, int) or cap < 1:
+            raise SweepError(f"{path}: a random sweep run locally needs run_cap (runs to draw)")
+        rng = random.Random(seed)
+        runs = [_nest({k: _draw(names[k], spec, rng) for k, spec in params.items()})
+                for _ in range(cap)]
+    sweep = Sweep(doc.get("name") or path.stem, method, [str(c) for c in command],
+                  str(doc.get("program", "")), runs)
+    for run in runs:  # every parameter must parse in the training program
+        try:
+            load_config(None, run_args(run))
+        except ConfigError as exc:
+            raise SweepError(f"{path}: {exc}") from None
+    return sweep
+
+
+def run_args(run: dict) -> list[str]:
+    """The flat `--name=value` arguments a wandb agent passes for one run (wandb's own code)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    return create_sweep_command_args({"args": {k: {"value": v} for k, v in run.items()}})["args"]
+
+
+def command_line(sweep: Sweep, run: dict) -> list[str]:
+    """The run's command with wandb's macros substituted as an agent would."""
+    out: list[str] = []
+    args = run_args(run)
+    for part in sweep.command:
+        if part == "${env}":
+            continue  # the agent prepends /usr/bin/env; we launch directly
+        elif part == "${interpreter}":
+            out.append(sys.executable)
+        elif part == "${program}":
+            out.append(sweep.program)
+        elif part == "${args}":
+            out.extend(args)
+        elif part == "${args_no_hyphens}":
+            out.extend(a[2:] for a in args)
+        else:
+            out.append(part)
+    return out
+
+
+def run_dir_of(run: dict) -> Path:
+    """Where this run's directory is (the training program derives it the same way)."""
+    return load_config(None, run_args(run)).run_dir()
+
+
+def _is_finished(run_dir: Path, needs_eval: bool) -> bool:
+    info = run_dir / "run.json"
+    if not info.exists():
+        return False
+    status = json.loads(info.read_text()).get("status")
+    return status == "evaluated" or (status == "trained" and not needs_eval)
+
+
+class _State:
+    """sweep_state.json: per-run status and last error, written atomically under a lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+
+    def set(self, key: str, **values) -> None:
+        with self.lock:
+            self.data["runs"].setdefault(key, {}).update(values)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+            os.replace(tmp, self.path)
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
+    """Run every unfinished run of `sweep`; returns {run_dir: "finished"|"skipped"|"failed"}."""
+    cfgs = [load_config(None, run_args(r)) for r in sweep.runs]
+    roots = {c.run.root for c in cfgs}
+    sweep_dir = Path(sorted(roots)[0]) if len(roots) == 1 else Path("runs") / sweep.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    state = _State(sweep_dir / STATE_FILE)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    outcome: dict[str, str] = {}
+
+    def one(i: int) -> None:
+        run, cfg = sweep.runs[i], cfgs[i]
+        run_dir = cfg.run_dir()
+        key = str(run_dir)
+        if _is_finished(run_dir, cfg.run.evaluate):
+            outcome[key] = "skipped"
+            state.set(key, status="finished", args=run_args(run))
+            return
+        cmd = command_line(sweep, run)
+        state.set(key, status="running", args=run_args(run), started=time.time())
+        log_path = run_dir.parent / f"{run_dir.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not quiet:
+            print(f"[{i + 1}/{len(sweep.runs)}] {shlex.join(cmd)}", file=sys.stderr, flush=True)
+        with open(log_path, "ab") as log:
+            # With one job the child's progress bars go to this terminal; with several,
+            # each run's output goes to its log file so bars don't interleave.
+            err = None if (jobs == 1 and not quiet) else log
+            proc = subprocess.run(cmd, env=env, stdout=log, stderr=err)
+        if proc.returncode == 0:
+            outcome[key] = "finished"
+            state.set(key, status="finished", error=None, finished=time.time())
+        else:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            outcome[key] = "failed"
+            state.set(key, status="failed", returncode=proc.returncode, error=tail[0][-500:])
+            print(f"run {run_dir} failed (exit {proc.returncode}): {tail[0][-300:]}",
+                  file=sys.stderr, flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, range(len(sweep.runs))))
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `scaling sweep`."""
+    p = argparse.ArgumentParser(
+        prog="scaling sweep", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="wandb sweep YAML (e.g. sweeps/ladder.yaml)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time; CPU threads are divided between them (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.jobs < 1:
+            raise SweepError("--jobs must be at least 1")
+        sweep = load_sweep(args.file, args.seed)
+        if args.dry_run:
+            for run in sweep.runs:
+                print(shlex.join(command_line(sweep, run)))
+            return 0
+        outcome = run_sweep(sweep, args.jobs)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = [k for k, v in outcome.items() if v == "failed"]
+    done = sum(v in ("finished", "skipped") for v in outcome.values())
+    print(f"sweep {sweep.name}: {done}/{len(outcome)} runs finished"
+          + (f", {len(failed)} failed (run the same command again to retry)" if failed else ""),
+          file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,177 @@
+"""`scaling report` end to end on planted synthetic results, and its error paths."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import dynamics, emergence, mirage
+from analysis.report import main
+from scaling.results import COLUMNS
+
+BATCH_TOKENS = 4096
+STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1500, 2000, 2500]
+
+
+def make_results(n_rungs: int = 6, tasks: dict | None = None, *, steps=STEPS, n: int = 300,
+                 metrics=("exact_match", "token_accuracy", "edit_similarity",
+                          "answer_logprob"),
+                 optional: bool = True, seed: int = 0) -> pd.DataFrame:
+    """A synthetic ladder in the results schema with planted abilities.
+
+    Validation loss follows L = 1.5 + 30 N^-0.25 + 10 D^-0.2 (N params, D tokens; about 4.4
+    to 2.6 at the end of training). Every task's per-token accuracy p is a function of that
+    loss, so the same ability shows along training and across rungs:
+    - "mirage": p = exp(-0.65 (L - 2.57)) rises smoothly (0.3 to 0.97 over the ladder);
+      exact match = p^L with L = 8 answer tokens.
+    - "smooth": p linear in the loss (0.15 to 0.6 over the ladder), exact match = p.
+    - "flat": every score at chance plus noise.
+    """
+    tasks = tasks or {"addition": "mirage", "copy": "smooth", "chain": "flat"}
+    rng = np.random.default_rng(seed)
+    sizes = np.geomspace(2e4, 3e6, n_rungs).astype(int)
+    rows = []
+    for i, params in enumerate(sizes):
+        run = f"r{i}"
+        for step in steps:
+            tokens = step * BATCH_TOKENS
+            loss = 1.5 + 30 * params ** -0.25 + (10 * tokens ** -0.2 if tokens else 3.0)
+            loss = float(loss * (1 + 0.003 * rng.standard_normal()))
+            base = {"run": run, "rung": f"R{i}", "params": int(params),
+                    "nonembed_params": int(params * 0.9), "step": step, "tokens": tokens,
+                    "flops": 6.0 * params * tokens}
+            if optional:
+                base.update(seed=0, data_hash="abc123")
+            rows.append(dict(base, task="val", shots=0, metric="loss", value=loss, n=50_000,
+                             **({"chance": np.nan} if optional else {})))
+            for task, kind in tasks.items():
+                length, chance = (8, 0.0) if kind == "mirage" else (1, 0.1)
+                if kind == "mirage":
+                    p = float(np.clip(np.exp(-0.65 * (loss - 2.57)), 1e-3, 0.999))
+                elif kind == "smooth":
+                    p = float(np.clip(0.15 + 0.25 * (4.4 - loss), 0.02, 0.99))
+                else:
+                    p = 0.1
+                scores = {"exact_match": rng.binomial(n, p ** length) / n,
+                          "token_accuracy": rng.binomial(n * length, p) / (n * length),
+                          "edit_similarity": float(np.clip(
+                              0.2 + 0.8 * p + 0.01 * rng.standard_normal(), 0, 1)),
+                          "answer_logprob": length * np.log(p) + 0.05 * rng.standard_normal(),
+                          "contains": rng.binomial(n, min(1.0, 1.2 * p)) / n}
+                for metric in metrics:
+                    row = dict(base, task=task, shots=0 if kind != "smooth" else 3,
+                               metric=metric, value=float(scores[metric]), n=n)
+                    if optional:
+                        row["chance"] = chance if metric == "exact_match" else np.nan
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _run(tmp_path, df, name="results.csv", extra=()):
+    src = tmp_path / name
+    df.to_csv(src, index=False)
+    out = tmp_path / "out"
+    return main(["--results", str(src), "--out", str(out), "--bootstrap", "30", *extra]), out
+
+
+def test_report_end_to_end(tmp_path, capsys):
+    rc, out = _run(tmp_path, make_results())
+    assert rc == 0, capsys.readouterr().err
+    for f in ("emergence.csv", "dynamics.csv", "mirage.csv", "fits.csv", "backtest.csv",
+              "report.md", "report.html"):
+        assert (out / f).is_file(), f
+    pngs = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"loss_vs_compute.png", "exact_match_vs_params.png", "exact_vs_continuous.png",
+            "exact_match_heatmap.png", "training_curves.png", "backtest.png"} <= pngs
+    assert not list(tmp_path.glob(".out.tmp-*")), "temporary build dir left behind"
+
+    em = pd.read_csv(out / "emergence.csv")
+    assert list(em.columns) == emergence.COLUMNS
+    assert set(em.axis) == set(emergence.AXES) and set(em.verdict) <= set(emergence.VERDICTS)
+    dyn = pd.read_csv(out / "dynamics.csv")
+    assert list(dyn.columns) == dynamics.COLUMNS
+    mir = pd.read_csv(out / "mirage.csv")
+    assert list(mir.columns) == mirage.COLUMNS
+
+    def verdict(task, metric, axis="params"):
+        return em[(em.task == task) & (em.metric == metric) & (em.axis == axis)].verdict.item()
+
+    # planted: p^8 looks emergent, per-token accuracy is smooth -> a mirage
+    assert verdict("addition", "exact_match") == "emergent"
+    assert verdict("addition", "token_accuracy") == "smooth"
+    assert mir.set_index("task").loc["addition", "label"] == "mirage"
+    # planted flat task: flat everywhere it has enough points
+    assert set(em[(em.task == "chain") & (em.axis != "tokens")].verdict) == {"flat"}
+    assert mir.set_index("task").loc["chain", "label"] == "not_emergent"
+    # one token budget per size: the tokens axis has one value
+    assert set(em[em.axis == "tokens"].verdict) == {"insufficient_data"}
+
+    fits = pd.read_csv(out / "fits.csv")
+    law = fits[(fits.law == "power_law") & (fits.scope == "ladder") & (fits.axis == "params")]
+    assert set(law.param) == {"E", "A", "alpha"} and (law.status != "failed").all()
+    assert {"ci_low", "ci_high", "rmse", "r2", "status"} <= set(fits.columns)
+    bt = pd.read_csv(out / "backtest.csv")
+    assert set(bt.holdout) == {1, 2}
+    loss_bt = bt[bt.method == "power_law"]
+    assert len(loss_bt) == 3 and (loss_bt.abs_error < 0.1).all()
+
+    md = (out / "report.md").read_text()
+    assert "addition" in md and "Metric artifact" in md
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_report_without_optional_columns(tmp_path, capsys):
+    df = make_results(optional=False, tasks={"chain": "flat"}, n_rungs=4)
+    assert "chance" not in df.columns
+    rc, out = _run(tmp_path, df)
+    assert rc == 0, capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    assert "No task was found emergent" in md
+    assert "no emergence to test" in md
+
+
+def test_error_empty_file(tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    rc = main(["--results", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_error_missing_columns(tmp_path, capsys):
+    df = make_results(n_rungs=4, tasks={"chain": "flat"}).drop(columns=["flops", "n"])
+    rc, out = _run(tmp_path, df)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "flops" in err
+    assert not out.exists()
+
+
+def test_error_header_only_and_missing_path(tmp_path, capsys):
+    (tmp_path / "head.csv").write_text(",".join(COLUMNS) + "\n")
+    assert main(["--results", str(tmp_path / "head.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["--results", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--results" in text and "emergence.csv" in text and "schema" in text
+
+
+@pytest.mark.slow
+def test_report_speed(tmp_path):
+    """~6 runs x 15 checkpoints x 20 task/shots x 5 metrics must report in under 10 s."""
+    kinds = ["mirage", "smooth", "flat", "flat", "smooth"] * 4
+    df = make_results(tasks={f"t{i}": k for i, k in enumerate(kinds)},
+                      metrics=("exact_match", "token_accuracy", "edit_similarity",
+                               "answer_logprob", "contains"))
+    t0 = time.perf_counter()
+    rc, _ = _run(tmp_path, df, extra=["--bootstrap", "100"])
+    assert rc == 0 and time.perf_counter() - t0 < 10
