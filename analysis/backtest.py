@@ -56,14 +56,13 @@ def backtest(df: pd.DataFrame, holdouts=HOLDOUTS) -> tuple[pd.DataFrame, list[tu
                          "actual": r.loss, "predicted": pred_loss[r.run],
                          "predicted_from_actual_loss": np.nan, "status": law.status})
         train_pairs = pairs[pairs.run.isin(kept.run)]
-        held_scores = emergence.probe_rows(held)
+        held_scores = dict(list(emergence.probe_rows(held).groupby(["task", "shots", "metric"])))
         for (task, shots, metric), g in train_pairs.groupby(["task", "shots", "metric"],
                                                             sort=True):
             step2 = fits.fit_loss_to_metric(g.loss, g.value, n_boot=0)
             fitted.append(({"target": f"{task}/{shots}/{metric}", "axis": "loss",
                             "scope": f"backtest_h{h}"}, step2))
-            target = held_scores[(held_scores.task == task) & (held_scores.shots == shots)
-                                 & (held_scores.metric == metric)]
+            target = held_scores.get((task, shots, metric), held.iloc[:0])
             for r in target.itertuples():
                 status = step2.status if law.ok else "failed"
                 rows.append({"holdout": h, "run": r.run, "rung": r.rung, "params": r.params,

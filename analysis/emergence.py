@@ -12,42 +12,51 @@ Coordinate u: log10 of the axis value (non-positive values dropped), except for 
 axis, where u = -loss (linear; scale grows as loss falls). Thresholds are reported in the
 axis' own units (for loss: the loss value where the ability turns on).
 
+Noise. Scores whose values all lie in [0, 1] and come with `n` (exact_match,
+token_accuracy, edit_similarity) have known noise: the binomial variance p(1-p)/n of each
+observed score (p kept half an example off 0 and 1). A per-example score in [0, 1] with mean
+p has variance <= p(1-p), so this is conservative for the non-binary ones. Other scores
+(answer_logprob) have unknown noise, estimated from the residuals of the fitted curve.
+
 The verdict, in order:
 
 1. `insufficient_data`: fewer than 4 distinct axis values (MIN_POINTS).
-2. Best fit, by AICc among four candidates: constant (1 parameter), linear in u (2), step
-   (3: low level, high level, and the gap between adjacent points where it jumps) and
-   sigmoid in u (4: `fits.fit_sigmoid_logx`).
-   AICc = m ln(RSS/m) + 2k + 2k(k+1)/(m-k-1), k = the number of curve parameters (the noise
-   variance is common to all four and not counted, which keeps the small-sample term from
-   ruling out every curve at six rungs), m = distinct points. A candidate needs
-   m - k - 1 >= 1, so step needs 5 points and sigmoid 6; with 4 points only constant and
-   linear compete. Ties go to the simpler curve.
+2. Best fit among four candidates: constant (k = 1 parameter), linear in u (2), step (3: low
+   level, high level, and the gap between adjacent points where it jumps) and sigmoid in u
+   (4: `fits.fit_sigmoid_logx`), each fitted by least squares weighted by 1/variance where
+   the noise is known. Criterion, lowest wins (ties go to the simpler curve):
+   - known noise: QAICc = chi2 / c + 2k + 2k(k+1)/(m-k-1), chi2 = sum((y - f)^2 / var),
+     c = max(1, chi2 / (m - k) of the most flexible candidate): the over-dispersion of the
+     scores beyond binomial noise (seed and training noise), estimated from the data;
+   - unknown noise: AICc = m ln(RSS/m) + 2k + 2k(k+1)/(m-k-1).
+   k counts curve parameters only (the noise level is common to all four candidates; counting
+   it would rule out every curve but the line at six rungs). m = distinct points. A candidate
+   needs m - k - 1 >= 1, so step needs 5 points and sigmoid 6; with 4 points only constant
+   and linear compete.
 3. `flat`: the best fit is constant, or its total rise over the data,
-   delta = f(u_max) - f(u_min), is within Z_NOISE = 3 standard errors of noise.
-   The noise: for metrics whose values all lie in [0, 1] (exact_match, token_accuracy,
-   edit_similarity), the binomial standard error sqrt(p(1-p)/n) of the fitted values at the
-   two ends, combined (a per-example score in [0, 1] with mean p has variance <= p(1-p), so
-   this is conservative for the non-binary ones); for other metrics (answer_logprob), the
-   residual spread of the best fit, sqrt(RSS / (m - k)), times sqrt(2).
+   delta = f(u_max) - f(u_min), is within Z_NOISE = 3 standard errors of the noise: for
+   known noise sqrt(c (var(f(u_min)) + var(f(u_max)))) with binomial variances at the fitted
+   ends; for unknown noise sqrt(2) times the residual spread sqrt(RSS / (m - k)).
 4. `smooth`: a significant change that is not emergent (including significant declines:
    an ability that gets worse with scale is not one that turns on).
 5. `emergent`, Wei et al.'s (2022) definition made operational: absent in smaller models,
-   present in larger ones, not predictable by extrapolating the smaller ones. Precisely:
-   a significant RISE; the best fit is step or sigmoid (the curve bends more than a line
-   can follow); at least 2 points lie before the onset (for the sigmoid, the point where 10%
-   of its rise is done, u < x0 - log10(9)/k; for the step, the jump); at least one point
-   lies past the threshold; and a straight line in u through the points before the onset,
-   extrapolated to the largest point, falls short of it by more than half the total rise
-   (UNPREDICTED_FRACTION) AND by more than Z_NOISE standard errors of that point.
-   A curve that is already rising at the smallest model (e.g. a concave log-probability)
-   is therefore never emergent, however steep its start.
+   present in larger ones, not predictable by extrapolating the smaller ones. Precisely,
+   all of: a significant RISE; the best fit is step or sigmoid (the curve bends more than a
+   line can follow); at least 2 points lie before the onset (for the sigmoid, where the
+   fitted curve has done 10% of its rise over the data; for the step, the jump); and a
+   straight line in u through the points before the onset, extrapolated to the largest
+   point, falls short of it by more than 2/3 of the total rise (UNPREDICTED_FRACTION) AND
+   by more than Z_NOISE standard errors (the noise of that point combined with the
+   uncertainty of the extrapolated line). A curve already rising at the smallest model (e.g.
+   a concave log-probability) is therefore never emergent, however steep its start.
 
-Threshold (emergent verdicts only; NaN otherwise): the sigmoid midpoint 10^x0 when the
-sigmoid is the best fit, with the 95% bootstrap interval of x0 clipped to the data range;
-when the step is the best fit, or when no point lies inside the sigmoid's 10%-90% rise, the
-data only place the jump between two adjacent points, so the interval is widened to those
-two points.
+Threshold (emergent verdicts only; NaN otherwise): where the fitted curve has done half of
+its rise over the data (for a sigmoid whose plateaus are both observed, its midpoint 10^x0;
+for a step, between the two points around the jump). Interval: 95% percentile interval of
+that point over bootstrap refits of the sigmoid (parametric, with the binomial noise times
+c, when the noise is known; residual otherwise), clipped to the data range. When the step is
+the best fit, or no point lies inside the sigmoid's 10%-90% rise, the data only place the
+jump between two adjacent points, so the interval is widened to those two points.
 
 BIG-bench numbers (Srivastava et al. 2022), on the points sorted by scale:
 I = sign(argmax y - argmin y) (max y - min y); breakthroughness = I / sqrt(median(dy^2));
@@ -180,6 +189,10 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
     if m < MIN_POINTS:
         return Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=m)
 
+    if np.ptp(yv) == 0:  # e.g. exact match 0 at every size: nothing to fit
+        return Verdict("flat", breakthroughness=bt, linearity=lin, best_fit="constant",
+                       n_points=m, rise=0.0)
+
     def to_axis(uu):
         return -uu if axis == "loss" else 10.0 ** uu
 
@@ -247,8 +260,11 @@ def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
     out.verdict = "emergent"
     lo = hi = t_u
     if best == "sigmoid" and n_boot > 0:
-        boot = fits.fit_sigmoid_logx(u, yv, sigma=None if var is None else np.sqrt(var),
-                                     log_x=False, n_boot=n_boot, seed=seed)
+        # known noise: parametric bootstrap with the binomial noise (times c_hat); with a
+        # handful of points, resampled residuals understate it (85% coverage in tests)
+        boot = fits.fit_sigmoid_logx(u, yv, sigma=None if var is None else np.sqrt(c_hat * var),
+                                     log_x=False, n_boot=n_boot, seed=seed,
+                                     parametric=var is not None)
         if boot.ok and boot.draws is not None:
             out.sigmoid = boot
             names = list(boot.params)
@@ -280,7 +296,7 @@ def _crossing(p: dict, u: np.ndarray, frac: float) -> float:
 def last_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of each run's last step, with the validation loss at that step as `loss`."""
     last_step = df.groupby("run").step.transform("max")
-    last = df[df.step == last_step]
+    last = df[df.step == last_step].drop(columns=["loss"], errors="ignore")
     val = last[(last.task == "val") & (last.metric == "loss")][["run", "value"]]
     val = val.rename(columns={"value": "loss"}).drop_duplicates("run")
     return last.merge(val, on="run", how="left")

@@ -9,6 +9,7 @@ results hold nothing to draw (e.g. no validation loss rows).
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,11 +18,13 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: render to files only
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 DPI = 110
+MAX_PANELS = 40  # one panel per task setting; more would be unreadable (and slow)
 LOSS_LABEL = "validation loss (cross-entropy, nats/token)"
 METRIC_LABELS = {"exact_match": "exact match", "token_accuracy": "token accuracy",
                  "edit_similarity": "edit similarity",
@@ -37,16 +40,23 @@ def _style():
         yield
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    """Write and close; `tight` crops to the artists (needed for legends outside the axes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
 
 
 def _rung_order(df: pd.DataFrame) -> list[str]:
     return list(df.groupby("rung").params.max().sort_values().index)
+
+
+def _with_size(df: pd.DataFrame) -> pd.DataFrame:
+    """Rung labels that carry the size, e.g. 'R3 (4e+05)', for legends."""
+    sizes = [f"{r} ({p:.2g})" for r, p in zip(df.rung.astype(str), df.params)]
+    return df.assign(rung=pd.Series(sizes, index=df.index, dtype=object))
 
 
 def _palette(rungs: list[str]) -> dict:
@@ -66,7 +76,7 @@ def val_loss(df: pd.DataFrame) -> pd.DataFrame:
 def loss_vs_compute(df: pd.DataFrame, law, path: Path) -> Path | None:
     """Validation loss against training compute, every checkpoint, with the fitted law."""
     val = val_loss(df)
-    val = val[val.flops > 0]
+    val = _with_size(val[val.flops > 0])
     if val.empty:
         return None
     rungs = _rung_order(val)
@@ -81,17 +91,20 @@ def loss_vs_compute(df: pd.DataFrame, law, path: Path) -> Path | None:
             c = np.geomspace(last.flops.min() / 3, last.flops.max() * 3, 100)
             p = law.params
             ax.plot(c, law.predict(c), color="crimson", lw=1.5,
-                    label=f"fit: {p['E']:.2f} + {p['A']:.3g}·C^-{p['alpha']:.3f}")
+                    label="fit to last checkpoints:\n"
+                          f"{p['E']:.2f} + {p['A']:.3g}·C^-{p['alpha']:.3f}")
         ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS["flops"], ylabel=LOSS_LABEL,
-               title="Validation loss vs compute")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="rung", frameon=False)
+               title="Validation loss vs compute (log-log)")
+        _plain_log_y(ax)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="rung (parameters)",
+                  frameon=False)
         return _save(fig, path)
 
 
 def training_curves(df: pd.DataFrame, path: Path) -> Path | None:
     """Validation loss against training tokens, one line per run, coloured by rung."""
     val = val_loss(df)
-    val = val[val.tokens > 0]
+    val = _with_size(val[val.tokens > 0])
     if val.empty:
         return None
     rungs = _rung_order(val)
@@ -101,19 +114,38 @@ def training_curves(df: pd.DataFrame, path: Path) -> Path | None:
                      palette=_palette(rungs), units="run", estimator=None, marker="o",
                      markersize=3, lw=1.2, ax=ax)
         ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS["tokens"], ylabel=LOSS_LABEL,
-               title="Training curves")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="rung", frameon=False)
+               title="Training curves (log-log)")
+        _plain_log_y(ax)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), title="rung (parameters)",
+                  frameon=False)
         return _save(fig, path)
 
 
-def _panel_grid(n: int, ncols: int, w: float = 3.0, h: float = 2.4):
+def _panel_grid(n: int, ncols: int, w: float = 3.0, h: float = 2.4, sharey: bool = False):
+    """A grid of panels with fixed margins (a layout engine doubled the drawing time)."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows + 0.6), squeeze=False,
+                             sharex=True, sharey=sharey)
+    fig.subplots_adjust(left=0.9 / (w * ncols), right=1 - 0.15 / (w * ncols),
+                        bottom=0.55 / (h * nrows + 0.6), top=1 - 0.75 / (h * nrows + 0.6),
+                        hspace=0.45, wspace=0.3)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
+
+
+def _plain_log_y(ax):
+    """Log y axis labelled 3, 4, 5 rather than 3x10^0 (losses span less than a decade)."""
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+
+
+def _log_x(ax):
+    """Log x axis with major ticks only: minor tick labels cost most of a panel's draw time."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def _draw_metric(ax, g: pd.DataFrame, verdict=None, color="C0", label=None):
@@ -132,25 +164,34 @@ def metric_vs_params(last: pd.DataFrame, verdicts: dict, path: Path,
     sub = last[last.metric == metric]
     if sub.empty:
         return None
-    groups = list(sub.groupby(["task", "shots"], sort=True))
+    groups = sorted(sub.groupby(["task", "shots"]), key=lambda kv: _natural(kv[0]))
+    n_all, groups = len(groups), groups[:MAX_PANELS]
+    label = METRIC_LABELS.get(metric, metric)
+    # 0-1 scores share one y range, so noise around chance does not look like a trend
+    unit_range = bool(sub.value.between(0, 1).all())
     with _style():
-        fig, axes = _panel_grid(len(groups), 5)
-        for ax, ((task, shots), g) in zip(axes, groups):
+        fig, axes = _panel_grid(len(groups), 5, sharey=unit_range)
+        for i, (ax, ((task, shots), g)) in enumerate(zip(axes, groups)):
             v = verdicts.get((task, shots, metric, "params"))
             _draw_metric(ax, g, v)
             chance = _chance(g)
             if np.isfinite(chance):
                 ax.axhline(chance, ls="--", color="grey", lw=1)
-            ax.set_xscale("log")
+            _log_x(ax)
             ax.set_title(f"{task} ({shots}-shot): {v.verdict if v else '?'}", fontsize=9)
-        for ax in axes:
-            ax.set(xlabel="", ylabel="")
+            ax.set(xlabel="", ylabel=label if i % 5 == 0 else "")
+        if unit_range:
+            axes[0].set_ylim(-0.03, max(0.2, float(sub.value.max()) * 1.08))
         fig.supxlabel("parameters (log scale)")
-        fig.supylabel(METRIC_LABELS.get(metric, metric))
-        fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} vs model size "
-                     "(dashed: chance; shaded: threshold interval)", y=1.0)
-        fig.tight_layout()
-        return _save(fig, path)
+        shown = f", first {MAX_PANELS} of {n_all} task settings" if n_all > MAX_PANELS else ""
+        fig.suptitle(f"{label} vs model size at the last checkpoint "
+                     f"(dashed: chance; shaded: threshold interval of emergent ones{shown})")
+        return _save(fig, path, tight=False)
+
+
+def _natural(key: tuple) -> list:
+    """Sort key that puts t2 before t10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(key[0]))] + [key[1]]
 
 
 def mirage_panels(last: pd.DataFrame, verdicts: dict, path: Path, tasks: list[tuple],
@@ -160,8 +201,10 @@ def mirage_panels(last: pd.DataFrame, verdicts: dict, path: Path, tasks: list[tu
     if not tasks or last[last.metric.isin(metrics)].empty:
         return None
     with _style():
-        fig, axes = plt.subplots(len(tasks), 2, figsize=(7.5, 2.3 * len(tasks)),
+        fig, axes = plt.subplots(len(tasks), 2, figsize=(8, 2.4 * len(tasks) + 0.7),
                                  squeeze=False, sharex=True)
+        fig.subplots_adjust(left=0.1, right=0.97, bottom=0.6 / (2.4 * len(tasks) + 0.7),
+                            top=1 - 0.7 / (2.4 * len(tasks) + 0.7), hspace=0.45, wspace=0.3)
         for row, (task, shots) in enumerate(tasks):
             for col, metric in enumerate(metrics):
                 ax = axes[row, col]
@@ -172,16 +215,16 @@ def mirage_panels(last: pd.DataFrame, verdicts: dict, path: Path, tasks: list[tu
                     chance = _chance(g)
                     if np.isfinite(chance):
                         ax.axhline(chance, ls="--", color="grey", lw=1)
-                ax.set_xscale("log")
+                    if g.value.between(0, 1).all():  # same scale as a 0-1 score
+                        ax.set_ylim(-0.03, max(0.2, float(g.value.max()) * 1.08))
+                _log_x(ax)
                 ax.set_title(f"{task} ({shots}-shot), {METRIC_LABELS.get(metric, metric)}: "
                              f"{v.verdict if v else 'no data'}", fontsize=8.5)
                 ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         for ax in axes[-1]:
             ax.set_xlabel("parameters (log scale)")
-        fig.suptitle("Discontinuous vs continuous metric (Schaeffer et al. mirage check)",
-                     y=1.0)
-        fig.tight_layout()
-        return _save(fig, path)
+        fig.suptitle("Discontinuous vs continuous metric (Schaeffer et al. mirage check)")
+        return _save(fig, path, tight=False)
 
 
 def exact_match_heatmap(last: pd.DataFrame, path: Path) -> Path | None:
@@ -223,9 +266,12 @@ def backtest_plot(bt: pd.DataFrame, path: Path) -> Path | None:
                 lo = min(data.actual.min(), data.predicted.min())
                 hi = max(data.actual.max(), data.predicted.max())
                 ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="perfect prediction")
-                ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False,
-                          fontsize=8)
-            unit = LOSS_LABEL if hue is None else "score"
+                handles, labels = ax.get_legend_handles_labels()
+                if hue is None:  # seaborn titles the style legend only when hue is set
+                    handles, labels = [plt.Line2D([], [], ls="")] + handles, ["holdout"] + labels
+                ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1),
+                          frameon=False, fontsize=8)
+            unit = "validation loss (nats/token)" if hue is None else "score"
             ax.set(xlabel=f"actual {unit}", ylabel=f"predicted {unit}",
                    title=f"Backtest: {title}")
         fig.suptitle("Held-out largest rungs (holdout = number of largest sizes left out)",

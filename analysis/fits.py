@@ -7,11 +7,12 @@ Every fit follows the same recipe, so the laws differ only in their formula:
    projection"), so the grid is cheap and the optimiser starts near the global optimum.
 2. A bounded least-squares polish (`scipy.optimize.least_squares`, or L-BFGS-B for the
    Huber-loss Chinchilla fit).
-3. Uncertainty from a residual bootstrap with a fixed seed: new data = fitted curve +
+3. Uncertainty from a bootstrap with a fixed seed (SEED): new data = fitted curve +
    residuals drawn with replacement (inflated by sqrt(m / (m - p)) for the degrees of freedom
    the fit used up), refit from the optimum, 95% percentile interval. Residuals rather than
    points are resampled because ladders have few rungs: resampling points would often leave
-   fewer distinct x values than parameters.
+   fewer distinct x values than parameters. Where the noise of each point is known (binomial
+   scores), the sigmoid can instead draw that noise directly (parametric bootstrap).
 
 A fit never raises on bad data: it returns status "failed" with a message. Status
 "hit_bound" means a parameter sits on its bound (e.g. irreducible loss E = 0, or a sigmoid
@@ -20,10 +21,11 @@ steeper than the data can resolve), so that parameter is a limit, not an estimat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from scipy import optimize
@@ -33,6 +35,19 @@ N_BOOT = 200  # bootstrap resamples for the intervals (fixed seed below)
 SEED = 0
 CI_LEVEL = 0.95
 LN9 = math.log(9.0)  # a logistic goes from 10% to 90% over 2 ln(9) / k
+
+
+def one_blas_thread():
+    """Context that keeps BLAS on one thread (threadpoolctl, a scikit-learn dependency).
+
+    Every matrix in these fits is tiny (at most a few hundred by six); extra BLAS threads
+    only spin, and on a shared 2-core machine they made L-BFGS 8x slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - the fits still work, just slower under load
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass
@@ -101,9 +116,19 @@ def _at_bound(theta, lower, upper) -> bool:
 
 
 def _polish(resid, theta0, lower, upper, jac="2-point") -> tuple[np.ndarray, bool]:
-    """Bounded least squares from theta0; returns (theta, success)."""
+    """Least squares from theta0 within [lower, upper]; returns (theta, success).
+
+    Levenberg-Marquardt (MINPACK, ~3x faster here) runs first without bounds; only when its
+    optimum leaves the box is the bounded trust-region solver run instead.
+    """
     theta0 = np.clip(np.asarray(theta0, float), lower, upper)
     try:
+        # a start on a bound (e.g. a step-like sigmoid) will leave the box: go straight to trf
+        if resid(theta0).size >= theta0.size and not _at_bound(theta0, lower, upper):
+            sol = optimize.least_squares(resid, theta0, jac=jac, method="lm", max_nfev=60)
+            if sol.status > 0 and np.all(np.isfinite(sol.x)) and np.all(sol.x >= lower) \
+                    and np.all(sol.x <= upper):
+                return sol.x, True
         sol = optimize.least_squares(resid, theta0, jac=jac, bounds=(lower, upper),
                                      method="trf", x_scale="jac", max_nfev=400)
     except (ValueError, np.linalg.LinAlgError, FloatingPointError):
@@ -113,13 +138,16 @@ def _polish(resid, theta0, lower, upper, jac="2-point") -> tuple[np.ndarray, boo
 
 
 def _bootstrap(fit_once: Callable, yhat: np.ndarray, resid: np.ndarray, n_params: int,
-               n_boot: int, seed: int, sigma: np.ndarray | None = None) -> np.ndarray | None:
-    """Residual bootstrap: refit `fit_once(y_star)` -> param vector (or None) n_boot times.
+               n_boot: int, seed: int, sigma: np.ndarray | None = None,
+               parametric: bool = False) -> np.ndarray | None:
+    """Bootstrap: refit `fit_once(y_star)` -> param vector (or None) n_boot times.
 
-    With `sigma` (per-point noise) the standardised residuals resid / sigma are resampled and
-    scaled back by each point's sigma. Returns an (n_ok, n_params_out) array, or None when
-    too few refits succeeded (then the intervals are reported as missing rather than made up
-    from a handful of refits).
+    Residual bootstrap by default; with `sigma` (per-point noise) the standardised residuals
+    resid / sigma are resampled and scaled back by each point's sigma. `parametric` draws
+    y_star = yhat + sigma * N(0, 1) instead: better when the noise is known (binomial scores)
+    and a few points leave too few residuals to resample. Returns an (n_ok, n_params_out)
+    array, or None when too few refits succeeded (then the intervals are reported as missing
+    rather than made up from a handful of refits).
     """
     m = resid.size
     if n_boot <= 0 or m <= n_params:
@@ -130,7 +158,8 @@ def _bootstrap(fit_once: Callable, yhat: np.ndarray, resid: np.ndarray, n_params
     centred = (z - z.mean()) * math.sqrt(m / (m - n_params))
     draws = []
     for _ in range(n_boot):
-        y_star = yhat + scale * rng.choice(centred, size=m, replace=True)
+        noise = rng.standard_normal(m) if parametric else rng.choice(centred, size=m)
+        y_star = yhat + scale * noise
         out = fit_once(y_star)
         if out is not None and np.all(np.isfinite(out)):
             draws.append(out)
@@ -220,10 +249,12 @@ def fit_power_law(x, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> FitResult:
     def to_params(th):
         return {"E": th[0], "A": th[1] * x_ref ** th[2], "alpha": th[2]}
 
+    def refit(ys):  # bootstrap refits start from the optimum
+        th = fit_once(ys, theta)
+        return None if th is None else np.array(list(to_params(th).values()))
+
     yhat = y + resid(theta, y)
-    draws = _bootstrap(lambda ys: (lambda t: None if t is None else
-                                   np.array(list(to_params(t).values())))(fit_once(ys, theta)),
-                       yhat, y - yhat, 3, n_boot, seed)
+    draws = _bootstrap(refit, yhat, y - yhat, 3, n_boot, seed)
     params = {k: float(v) for k, v in to_params(theta).items()}
     rmse, r2 = _gof(y, yhat)
     status = "hit_bound" if _at_bound(theta, lower, upper) else "converged"
@@ -269,10 +300,16 @@ def fit_chinchilla(N, D, L, *, n_boot: int = 100, seed: int = SEED,
     log L_hat - log L, minimised with L-BFGS-B. Starting points: the Hoffmann grid
     (e in {-1,-.5,..,1}, a, b in {0,5,..,25}, alpha, beta in {0,.5,..,2}) is evaluated in one
     vectorised pass and L-BFGS runs from its `n_starts` best points. Only meaningful when N and
-    D vary independently (several token budgets per size); otherwise status "failed".
+    D vary independently (several token budgets per size) over at least 3 values each;
+    otherwise status "failed".
     Each L-BFGS run costs ~50x a least-squares fit (the Huber loss is nearly L1), so the
     bootstrap defaults to 100 resamples here.
     """
+    with one_blas_thread():
+        return _fit_chinchilla(N, D, L, n_boot, seed, n_starts)
+
+
+def _fit_chinchilla(N, D, L, n_boot, seed, n_starts) -> FitResult:
     law = "chinchilla"
     try:
         N, D, L = _clean(N, D, L)
@@ -281,8 +318,9 @@ def fit_chinchilla(N, D, L, *, n_boot: int = 100, seed: int = SEED,
     keep = (N > 0) & (D > 0) & (L > 0)
     N, D, L = N[keep], D[keep], L[keep]
     m = N.size
-    if m < 6 or np.unique(N).size < 2 or np.unique(D).size < 2:
-        return _failed(law, m, "needs >= 6 points with >= 2 sizes and >= 2 token budgets")
+    # each term E + A/N^alpha has an offset, a scale and an exponent: 3 distinct values each
+    if m < 6 or np.unique(N).size < 3 or np.unique(D).size < 3:
+        return _failed(law, m, "needs >= 6 points with >= 3 sizes and >= 3 token budgets")
     ln_n, ln_d, ln_l = np.log(N), np.log(D), np.log(L)
     if abs(np.corrcoef(ln_n, ln_d)[0, 1]) > 0.999:
         return _failed(law, m, "N and D move together (one token budget per size): "
@@ -325,8 +363,12 @@ def fit_chinchilla(N, D, L, *, n_boot: int = 100, seed: int = SEED,
     names = ["E", "A", "B", "alpha", "beta"]
     log_hat = logsumexp(np.stack([best[0] - best[3] * ln_n, best[1] - best[4] * ln_d,
                                   np.full_like(ln_n, best[2])]), axis=0)
-    draws = _bootstrap(lambda ll: (lambda t: None if t[0] is None else to_vec(t[0]))(
-        lbfgs(ll, best)), log_hat, ln_l - log_hat, 5, n_boot, seed)
+
+    def refit(ll):  # bootstrap refits start from the optimum
+        th = lbfgs(ll, best)[0]
+        return None if th is None else to_vec(th)
+
+    draws = _bootstrap(refit, log_hat, ln_l - log_hat, 5, n_boot, seed)
     params = dict(zip(names, map(float, to_vec(best))))
     rmse, r2 = _gof(L, np.exp(log_hat))
     status = "hit_bound" if _at_bound(best, lower, upper) else "converged"
@@ -346,7 +388,7 @@ def _sigmoid_model(p: dict, x, log_x: bool = True):
     return p["floor"] + (p["ceil"] - p["floor"]) * expit(p["k"] * (u - p["x0"]))
 
 
-def _sigmoid_fit_u(u, y, n_boot, seed, sigma=None):
+def _sigmoid_fit_u(u, y, n_boot, seed, sigma=None, parametric=False):
     """Fit y = floor + (ceil - floor) * expit(k (u - x0)) with k >= 0; returns (theta, draws,
     lower, upper, yhat) or None. A falling curve has floor > ceil, so k >= 0 loses nothing."""
     span_u = float(np.ptp(u))
@@ -373,6 +415,11 @@ def _sigmoid_fit_u(u, y, n_boot, seed, sigma=None):
             c0, c1, rss = _linear_two(basis, yy, 1 / sig ** 2)
             i = int(np.argmin(rss))
             start = [c0[i], c0[i] + c1[i], kk[i], xx[i]]
+            if kk[i] >= K_MAX and lower[0] <= start[0] <= upper[0] \
+                    and lower[1] <= start[1] <= upper[1]:
+                # a step between two points: the grid already has the least-squares levels,
+                # and a polish could only push k into its bound
+                return np.array(start)
         th, ok = _polish(lambda t: resid(t, yy), start, lower, upper, jac=lambda t: jac(t, yy))
         return th if ok else None
 
@@ -381,18 +428,19 @@ def _sigmoid_fit_u(u, y, n_boot, seed, sigma=None):
         return None
     yhat = y + resid(theta, y) * sig
     draws = _bootstrap(lambda ys: fit_once(ys, theta), yhat, y - yhat, 4, n_boot, seed,
-                       sigma=sig)
+                       sigma=sig, parametric=parametric)
     return theta, draws, lower, upper, yhat
 
 
 def fit_sigmoid_logx(x, y, *, sigma=None, log_x: bool = True, n_boot: int = N_BOOT,
-                     seed: int = SEED) -> FitResult:
+                     seed: int = SEED, parametric: bool = False) -> FitResult:
     """Fit y = floor + (ceil - floor) / (1 + exp(-k (log10 x - x0))).
 
     x0 is the midpoint in log10 x (the ability's threshold is 10^x0); k >= 0 is the steepness
     per decade, so the 10%->90% part of the rise spans 2 ln(9) / k ~ 4.39 / k decades. A
     falling curve comes out with floor > ceil. `sigma` (per-point noise) weights the least
-    squares by 1 / sigma^2. With `log_x=False` x is used as is (emergence uses it with
+    squares by 1 / sigma^2, and with `parametric` the bootstrap draws Gaussian noise of that
+    size instead of resampling residuals. With `log_x=False` x is used as is (emergence uses it with
     x = -loss). Bounds: floor, ceil within one data range of the data, k <= 100, x0 within
     one x-range of the data.
     """
@@ -408,7 +456,7 @@ def fit_sigmoid_logx(x, y, *, sigma=None, log_x: bool = True, n_boot: int = N_BO
     if m < 4 or np.unique(x).size < 4:
         return _failed(law, m, "needs at least 4 distinct x values")
     u = np.log10(x) if log_x else x
-    out = _sigmoid_fit_u(u, y, n_boot, seed, sigma)
+    out = _sigmoid_fit_u(u, y, n_boot, seed, sigma, parametric and sigma is not None)
     if out is None:
         return _failed(law, m, "optimiser did not converge")
     theta, draws, lower, upper, yhat = out
@@ -529,13 +577,21 @@ def fit_broken_power_law(x, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> Fit
         return th[0] + th[1] * g(*th[2:]) - yy
 
     def fit_once(yy, start=None):
-        if start is None:
-            a, b, rss = _linear_two(basis, yy)
-            i = int(np.nanargmin(rss))
-            start = [a[i], b[i], *grid[i]]
-        with np.errstate(over="ignore", invalid="ignore"):
-            th, ok = _polish(lambda t: resid(t, yy), start, lower, upper)
-        return th if ok else None
+        if start is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                th, ok = _polish(lambda t: resid(t, yy), start, lower, upper)
+            return th if ok else None
+        # six parameters have local optima: polish the 8 best grid points, keep the best
+        a, b, rss = _linear_two(basis, yy)
+        best, best_cost = None, np.inf
+        for i in np.argsort(np.where(np.isfinite(rss), rss, np.inf))[:8]:
+            th = fit_once(yy, [a[i], b[i], *grid[i]])
+            if th is not None:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    cost = float(np.sum(resid(th, yy) ** 2))
+                if cost < best_cost:
+                    best, best_cost = th, cost
+        return best
 
     theta = fit_once(y)
     if theta is None:
@@ -545,9 +601,12 @@ def fit_broken_power_law(x, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> Fit
         return np.array([th[0], th[1] * x_ref ** th[2], th[2], th[3],
                          x_ref * math.exp(th[4]), th[5]])
 
+    def refit(ys):  # bootstrap refits start from the optimum
+        th = fit_once(ys, theta)
+        return None if th is None else to_vec(th)
+
     yhat = y + resid(theta, y)
-    draws = _bootstrap(lambda ys: (lambda t: None if t is None else to_vec(t))(
-        fit_once(ys, theta)), yhat, y - yhat, 6, n_boot, seed)
+    draws = _bootstrap(refit, yhat, y - yhat, 6, n_boot, seed)
     names = ["a", "b", "c0", "c1", "d1", "f1"]
     params = dict(zip(names, map(float, to_vec(theta))))
     rmse, r2 = _gof(y, yhat)

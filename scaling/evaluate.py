@@ -7,16 +7,16 @@ what is already scored, so a task added to the registry later is scored on old c
 without retraining.
 
 How a task is scored (all batched, fp32, under torch.inference_mode):
-1. Teacher forcing: ONE forward pass over context + gold answer gives every gold token's
-   log-probability and the argmax at every answer position (token_accuracy,
-   answer_logprob), and the argmax after the answer.
-2. Greedy decoding (generation tasks; stops at a stop string or eot, or after
-   len(gold) + 2 tokens): greedy output agrees with the gold answer up to the first answer
-   position where the teacher-forced argmax differs, so decoding only starts there; an
-   example whose argmax reproduces the whole answer and then a stop token needs no decoding
-   at all. The rest is decoded with the KV cache, in batches of equal prefix length (all
-   rows of a cached batch share positions).
-3. Multiple choice: every option's summed log-likelihood from the same kind of pass.
+1. Generation tasks, one forward pass over prompt + gold answer, KV cache kept: every gold
+   token's log-probability and whether it is the argmax (answer_logprob, token_accuracy),
+   and the greedy output. Greedy decoding (stops at a stop string or eot, or after
+   len(gold) + 2 tokens) agrees with the gold answer up to the first position where the
+   teacher-forced argmax differs, so an example whose argmax reproduces the answer and
+   then a stop token needs no decoding, and the others resume decoding from the cached
+   prefix at their first divergence (`teacher_force_and_decode`). Rows share a batch when
+   their prompts have equal length (a cached batch shares positions).
+2. Multiple choice: every option's summed log-likelihood; the prompt is run once and the
+   options continue from its KV cache (`choice_logprobs`).
 
 Context longer than the model's block size is cut on the left: scoring conditions each
 answer token on the last `block_size` tokens ending at it, and decoding keeps the last
@@ -27,11 +27,12 @@ calls the same functions, which is why both paths give the same scores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,6 +44,10 @@ from scaling.results import KEY, RESULTS_FILE, ResultsError, append_rows, read_f
 from scaling.tasks import GENERATE, Task, UnknownTaskError, get_tasks
 
 DEFAULT_BATCH_SIZE = 256  # rows per forward pass; eval sequences are short (< block_size)
+# Intra-op threads on CPU. Eval batches are small matmuls: a second OpenMP thread gains
+# little, and on a shared machine a parallel region waits for a descheduled thread (we
+# measured 100x stalls on a busy 2-core box). 0 = torch's default.
+DEFAULT_THREADS = 1
 EXTRA_TOKENS = 2  # greedy decoding may run this many tokens past the gold answer's length
 
 
@@ -73,6 +78,11 @@ class ContinuationScore:
 
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def _padded(rows: Sequence[list[int]], width: int) -> torch.Tensor:
+    """(len(rows), width) long tensor of the rows, right-padded with 0."""
+    return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 def _windows(pairs: Sequence[tuple[list[int], list[int]]], block: int):
@@ -114,9 +124,7 @@ def score_continuations(model, pairs: Sequence[tuple[list[int], list[int]]],
         lengths = [len(rows[r][0]) for r in chunk]
         n_sc = [rows[r][1] for r in chunk]
         width = max(lengths)
-        x = torch.zeros(len(chunk), width, dtype=torch.long)
-        for b, r in enumerate(chunk):
-            x[b, : lengths[b]] = torch.tensor(rows[r][0])
+        x = _padded([rows[r][0] for r in chunk], width)
         logits, _ = model(x.to(device))
         logp = F.log_softmax(logits.float(), dim=-1)  # (b, width, V)
         # Positions T-1-m .. T-1 predict the m scored tokens and the one after them.
@@ -124,10 +132,7 @@ def score_continuations(model, pairs: Sequence[tuple[list[int], list[int]]],
         offs = torch.arange(span)
         pos = torch.tensor([t - 1 - m for t, m in zip(lengths, n_sc)])[:, None] + offs
         pos = pos.clamp(0, width - 1)
-        tgt = torch.zeros(len(chunk), span, dtype=torch.long)
-        for b, r in enumerate(chunk):
-            m = n_sc[b]
-            tgt[b, :m] = torch.tensor(rows[r][0][lengths[b] - m:])
+        tgt = _padded([rows[r][0][t - m:] for r, t, m in zip(chunk, lengths, n_sc)], span)
         sel = logp[torch.arange(len(chunk))[:, None], pos.to(device)]  # (b, span, V)
         tok_lp = sel.gather(-1, tgt.to(device)[..., None]).squeeze(-1).cpu().double().numpy()
         am = sel.argmax(-1).cpu().numpy()
@@ -141,8 +146,8 @@ def score_continuations(model, pairs: Sequence[tuple[list[int], list[int]]],
         parts_lp[i].append(row_lp[r])
         parts_am[i].append(row_am[r])
     out = []
-    for i in range(len(pairs)):
-        if len(parts_lp[i]) == 1:  # fitted in one window: keep the "next" argmax
+    for i, (ctx, cont) in enumerate(pairs):
+        if len(ctx) + len(cont) <= block:  # fitted in one window: keep the "next" argmax
             out.append(ContinuationScore(parts_lp[i][0], parts_am[i][0]))
         else:
             out.append(ContinuationScore(np.concatenate(parts_lp[i]),
@@ -186,22 +191,32 @@ def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
             chunk = idxs[start:start + batch_size]
             x = torch.tensor([prepared[i][0] for i in chunk], device=device)
             budget = torch.tensor([prepared[i][1] for i in chunk], device=device)
-            steps = int(budget.max())
             cache = KVCache(model.cfg.n_layer)
             logits = model(x, cache=cache)[0][:, -1]
-            gen = torch.full((len(chunk), steps), -1, dtype=torch.long, device=device)
-            alive = torch.ones(len(chunk), dtype=torch.bool, device=device)
-            for t in range(steps):
-                nxt = logits.argmax(-1)  # (b,)
-                alive &= ~torch.isin(nxt, stops) & (budget > t)
-                gen[:, t] = torch.where(alive, nxt, -1)
-                if t == steps - 1 or not bool(alive.any()):
-                    break
-                logits = model(nxt[:, None], cache=cache)[0][:, -1]
-            for b, i in enumerate(chunk):
-                row = gen[b].tolist()
-                out[i] = row[: row.index(-1)] if -1 in row else row
+            for i, row in zip(chunk, _decode(model, cache, logits, budget, stops)):
+                out[i] = row
     return out
+
+
+def _decode(model, cache, logits: torch.Tensor, budget: torch.Tensor,
+            stops: torch.Tensor) -> list[list[int]]:
+    """Greedy steps from `logits` (b, V), the prediction for each row's next position.
+
+    Row b stops at a stop token (excluded) or after budget[b] tokens; the cache advances
+    by one position per step for every row.
+    """
+    steps = int(budget.max())
+    gen = torch.full((len(budget), steps), -1, dtype=torch.long, device=logits.device)
+    alive = torch.ones(len(budget), dtype=torch.bool, device=logits.device)
+    for t in range(steps):
+        nxt = logits.argmax(-1)  # (b,)
+        alive &= ~torch.isin(nxt, stops) & (budget > t)
+        gen[:, t] = torch.where(alive, nxt, -1)
+        if t == steps - 1 or not bool(alive.any()):
+            break
+        logits = model(nxt[:, None], cache=cache)[0][:, -1]
+    rows = gen.tolist()
+    return [row[: row.index(-1)] if -1 in row else row for row in rows]
 
 
 def stop_token_ids(tokenizer, stops: Sequence[str]) -> set[int]:
@@ -216,6 +231,64 @@ def stop_token_ids(tokenizer, stops: Sequence[str]) -> set[int]:
             if len(enc) == 1:
                 ids.add(int(enc[0]))
     return ids
+
+
+@torch.inference_mode()
+def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list[list[int]]],
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[float]]:
+    """Summed log-likelihood of every option after its context.
+
+    The context is run once per example with the KV cache kept; all options then continue
+    from the cached context in one batch (contexts of equal length share a batch). Examples
+    whose context and longest option do not fit the window go through
+    `score_continuations`, one (context, option) pair at a time.
+    """
+    from scaling.model import KVCache
+
+    block = model.cfg.block_size
+    device = _device_of(model)
+    out: list = [None] * len(contexts)
+    fits = [len(c) + max(map(len, opts)) <= block for c, opts in zip(contexts, options)]
+    rest = [i for i, f in enumerate(fits) if not f]
+    if rest:
+        pairs = [(contexts[i], o) for i in rest for o in options[i]]
+        sums = iter(float(s.logprobs.sum()) for s in score_continuations(model, pairs,
+                                                                          batch_size))
+        for i in rest:
+            out[i] = [next(sums) for _ in options[i]]
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, f in enumerate(fits):
+        if f:
+            groups[len(contexts[i])].append(i)
+    for plen, idxs in groups.items():
+        for start in range(0, len(idxs), batch_size):
+            chunk = idxs[start:start + batch_size]
+            cache = KVCache(model.cfg.n_layer)
+            x = _padded([contexts[i] for i in chunk], plen).to(device)
+            first = F.log_softmax(model(x, cache=cache)[0][:, -1].float(), dim=-1)  # (b, V)
+            parent = [b for b, i in enumerate(chunk) for _ in options[i]]
+            opts = [o for i in chunk for o in options[i]]
+            rows = torch.tensor(parent, device=device)
+            tok0 = torch.tensor([o[0] for o in opts], device=device)
+            total = first[rows, tok0].double()  # (n_opts,) log p of each option's first token
+            width = max(map(len, opts))
+            if width > 1:
+                sub = KVCache(model.cfg.n_layer)
+                sub.layers = [(kc[rows], vc[rows]) for kc, vc in cache.layers]
+                sub.pos = plen
+                inp = _padded([o[:-1] for o in opts], width - 1).to(device)
+                logp = F.log_softmax(model(inp, cache=sub)[0].float(), dim=-1)  # (n, w-1, V)
+                tgt = _padded([o[1:] for o in opts], width - 1).to(device)
+                lp = logp.gather(-1, tgt[..., None]).squeeze(-1).double()  # (n, w-1)
+                mask = torch.tensor([[j < len(o) - 1 for j in range(width - 1)] for o in opts],
+                                    device=device)
+                total = total + (lp * mask).sum(-1)
+            sums = total.cpu().tolist()
+            k = 0
+            for i in chunk:
+                out[i] = sums[k:k + len(options[i])]
+                k += len(options[i])
+    return out
 
 
 # ----------------------------------------------------------------------------- one task
@@ -248,31 +321,80 @@ def prepare(task: Task, tokenizer) -> Prepared:
     return Prepared(task, examples, contexts, golds, choices, gold_index)
 
 
-def greedy_outputs(model, prep: Prepared, tf: list[ContinuationScore], stop_ids: set[int],
-                   batch_size: int) -> list[list[int]]:
-    """Greedy output tokens of every instance, decoding only past the first divergence."""
+@torch.inference_mode()
+def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequence[list[int]],
+                             stop_ids: set[int], batch_size: int = DEFAULT_BATCH_SIZE
+                             ) -> tuple[list[ContinuationScore], list[list[int]]]:
+    """Teacher-forced scores of each gold answer and the greedy output, mostly in one pass.
+
+    Greedy decoding agrees with the gold answer up to the first answer position k where the
+    teacher-forced argmax differs, so one forward pass over prompt + gold (with the KV
+    cache kept) gives the scores, the greedy output of every example whose argmax
+    reproduces the answer and then a stop token, and the cached prefix from which the
+    others go on decoding: their argmax token at k is fed at position len(prompt) + k and
+    decoding continues from there (no second pass over the prompt). Rows share a batch
+    when their prompts have equal length. Examples whose prompt the window cuts take the
+    general path: `score_continuations` and `greedy_generate` from the cut prompt.
+    """
+    from scaling.model import KVCache
+
     block = model.cfg.block_size
-    outs: list = [None] * len(prep.golds)
-    todo = []  # (index, tokens already known, prompt to decode from, budget)
-    for i, (ctx, gold) in enumerate(zip(prep.contexts, prep.golds)):
-        budget = generation_budget(len(gold) + EXTRA_TOKENS, block)
-        am = tf[i].argmax
-        if len(ctx) + budget > block or not tf[i].has_next:
-            todo.append((i, [], ctx, budget))  # the prompt is cut: decode from scratch
-            continue
-        k = next((j for j in range(len(gold)) if am[j] != gold[j]), len(gold))
-        known, a = list(gold[:k]), int(am[k])
-        if a in stop_ids:
-            outs[i] = known
-        elif k + 1 >= budget:
-            outs[i] = known + [a]
-        else:
-            todo.append((i, known + [a], ctx + known + [a], budget - k - 1))
-    gens = greedy_generate(model, [t[2] for t in todo], [t[3] for t in todo], stop_ids,
-                           batch_size)
-    for (i, known, _, _), g in zip(todo, gens):
-        outs[i] = known + g
-    return outs
+    device = _device_of(model)
+    n = len(contexts)
+    scores: list = [None] * n
+    outs: list = [None] * n
+    budgets = [generation_budget(len(g) + EXTRA_TOKENS, block) for g in golds]
+    fits = [len(c) + max(b, len(g)) <= block for c, g, b in zip(contexts, golds, budgets)]
+    rest = [i for i in range(n) if not fits[i]]
+    if rest:
+        cut = score_continuations(model, [(contexts[i], golds[i]) for i in rest], batch_size)
+        gen = greedy_generate(model, [contexts[i] for i in rest],
+                              [len(golds[i]) + EXTRA_TOKENS for i in rest], stop_ids, batch_size)
+        for i, sc, g in zip(rest, cut, gen):
+            scores[i], outs[i] = sc, g
+    stops = torch.tensor(sorted(stop_ids) or [-1], device=device)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        if fits[i]:
+            groups[len(contexts[i])].append(i)
+    for plen, idxs in groups.items():
+        for start in range(0, len(idxs), batch_size):
+            chunk = idxs[start:start + batch_size]
+            lens = [len(golds[i]) for i in chunk]
+            width = max(lens)
+            x = _padded([contexts[i] + golds[i] for i in chunk], plen + width)
+            tgt = _padded([golds[i] for i in chunk], width)
+            cache = KVCache(model.cfg.n_layer)
+            logits = model(x.to(device), cache=cache)[0]  # right padding: causal, harmless
+            # Positions plen-1 .. plen+width-1 predict the gold tokens and the one after.
+            logp = F.log_softmax(logits[:, plen - 1:].float(), dim=-1)  # (b, width+1, V)
+            tok_lp = logp[:, :width].gather(-1, tgt.to(device)[..., None]).squeeze(-1)
+            tok_lp = tok_lp.cpu().double().numpy()
+            am = logp.argmax(-1).cpu().numpy()
+            resume = defaultdict(list)  # k -> [(row, example, token at k, budget left)]
+            for b, i in enumerate(chunk):
+                m, gold = lens[b], golds[i]
+                scores[i] = ContinuationScore(tok_lp[b, :m], am[b, :m + 1])
+                k = next((j for j in range(m) if am[b, j] != gold[j]), m)
+                a = int(am[b, k])
+                if a in stop_ids:
+                    outs[i] = list(gold[:k])
+                    continue
+                outs[i] = list(gold[:k]) + [a]
+                if k + 1 < budgets[i]:
+                    resume[k].append((b, i, a, budgets[i] - k - 1))
+            for k, items in resume.items():
+                rows = torch.tensor([b for b, _, _, _ in items], device=device)
+                sub = KVCache(model.cfg.n_layer)
+                sub.layers = [(kc[rows, :, :plen + k], vc[rows, :, :plen + k])
+                              for kc, vc in cache.layers]
+                sub.pos = plen + k
+                first = torch.tensor([[a] for _, _, a, _ in items], device=device)
+                step_logits = model(first, cache=sub)[0][:, -1]
+                left = torch.tensor([r for _, _, _, r in items], device=device)
+                for (_, i, _, _), g in zip(items, _decode(model, sub, step_logits, left, stops)):
+                    outs[i] += g
+    return scores, outs
 
 
 def score_task(model, tokenizer, prep: Prepared,
@@ -280,23 +402,17 @@ def score_task(model, tokenizer, prep: Prepared,
     """metric -> (mean, stderr) of one task on one model."""
     task = prep.task
     if task.kind == GENERATE:
-        tf = score_continuations(model, list(zip(prep.contexts, prep.golds)), batch_size)
         stop_ids = stop_token_ids(tokenizer, task.stop)
-        outs = greedy_outputs(model, prep, tf, stop_ids, batch_size)
+        tf, outs = teacher_force_and_decode(model, prep.contexts, prep.golds, stop_ids,
+                                            batch_size)
         per = []
         for ex, gold, s, out in zip(prep.examples, prep.golds, tf, outs):
             pred = cut_at_stops(tokenizer.decode(out), task.stop)
             per.append(generate_scores(pred, ex.answer, s.logprobs,
                                        s.argmax[: len(gold)] == np.asarray(gold)))
         return aggregate(per)
-    pairs = [(ctx, c) for ctx, opts in zip(prep.contexts, prep.choices) for c in opts]
-    tf = score_continuations(model, pairs, batch_size)
-    per, k = [], 0
-    for opts, gi in zip(prep.choices, prep.gold_index):
-        lls = [float(s.logprobs.sum()) for s in tf[k:k + len(opts)]]
-        k += len(opts)
-        per.append(choice_scores(lls, gi))
-    return aggregate(per)
+    lls = choice_logprobs(model, prep.contexts, prep.choices, batch_size)
+    return aggregate([choice_scores(ll, gi) for ll, gi in zip(lls, prep.gold_index)])
 
 
 def task_rows(meta: dict, run: str, prep: Prepared,
@@ -347,7 +463,8 @@ def _resolve_device(device: str) -> str:
 
 
 def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = "all",
-                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto") -> int:
+                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
+                 threads: int = DEFAULT_THREADS) -> int:
     """Score every checkpoint of `run_dir` on `tasks`; returns the number of rows written.
 
     tasks: None / "default" (every registered task), names or ids (comma-separated string
@@ -380,9 +497,28 @@ def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = 
     total = sum(len(p[3]) for p in plan)
     if total == 0:
         return 0
+    device = _resolve_device(device)
+    with cpu_threads(threads if device == "cpu" else 0):
+        return _evaluate(run_dir, plan, total, progress, batch_size, device)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """torch's intra-op CPU threads set to `n` inside the block (0 = unchanged)."""
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(saved)
+
+
+def _evaluate(run_dir: Path, plan: list, total: int, progress: bool, batch_size: int,
+              device: str) -> int:
     from tqdm import tqdm
 
-    device = _resolve_device(device)
     prepared: dict[tuple, Prepared] = {}
     tokenizers: dict[str, object] = {}
     written = 0
@@ -429,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"rows per forward pass (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads (default {DEFAULT_THREADS}; 0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-tasks", action="store_true",
                    help="print the registered tasks and exit")
@@ -451,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}")
         n = evaluate_run(args.run_dir, tasks=args.tasks, progress=not args.no_progress,
                          checkpoints=args.checkpoints, batch_size=args.batch_size,
-                         device=args.device)
+                         device=args.device, threads=args.threads)
     except (EvalError, UnknownTaskError, CheckpointError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

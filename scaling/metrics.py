@@ -24,7 +24,7 @@ std(values, ddof=1) / sqrt(n) (0 for n = 1).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -75,13 +75,14 @@ def generate_scores(pred: str, gold: str, token_logprobs: Sequence[float],
     pred: greedy output (already cut at stop strings); gold: the gold answer;
     token_logprobs / token_is_argmax: per gold token, under teacher forcing.
     """
-    if len(token_logprobs) == 0 or len(token_logprobs) != len(token_is_argmax):
+    m = len(token_logprobs)
+    if m == 0 or m != len(token_is_argmax):
         raise ValueError("need one log-probability and one argmax flag per gold token")
     return {
         "exact_match": float(pred == gold),
-        "token_accuracy": float(np.mean(np.asarray(token_is_argmax, dtype=np.float64))),
-        "edit_similarity": edit_similarity(pred, gold),
-        "answer_logprob": float(np.mean(np.asarray(token_logprobs, dtype=np.float64))),
+        "token_accuracy": sum(bool(g) for g in token_is_argmax) / m,
+        "edit_similarity": 1.0 if pred == gold else edit_similarity(pred, gold),
+        "answer_logprob": float(sum(float(lp) for lp in token_logprobs)) / m,
     }
 
 

@@ -256,15 +256,23 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
         if not quiet:
             print(f"[{i + 1}/{len(sweep.runs)}] {shlex.join(cmd)}", file=sys.stderr, flush=True)
         with open(log_path, "ab") as log:
-            # With one job the child's progress bars go to this terminal; with several,
-            # each run's output goes to its log file so bars don't interleave.
-            err = None if (jobs == 1 and not quiet) else log
-            proc = subprocess.run(cmd, env=env, stdout=log, stderr=err)
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.PIPE)
+            # Every byte of stderr goes to the run's log (where a failure's error is read
+            # back); with one job it is also echoed live, so progress bars show.
+            echo = jobs == 1 and not quiet
+            for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
+                log.write(chunk)
+                if echo:
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
+            proc.wait()
         if proc.returncode == 0:
             outcome[key] = "finished"
             state.set(key, status="finished", error=None, finished=time.time())
         else:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            lines = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
+            errors = [x for x in lines if x.startswith("error:") or "Error" in x]
+            tail = (errors or [x for x in lines if x.strip()] or [""])[-1:]
             outcome[key] = "failed"
             state.set(key, status="failed", returncode=proc.returncode, error=tail[0][-500:])
             print(f"run {run_dir} failed (exit {proc.returncode}): {tail[0][-300:]}",

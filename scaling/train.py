@@ -260,6 +260,7 @@ def train(cfg: Config) -> Path:
                         dict(meta_common, tokens=tokens, flops=flops, val_loss=val))
         logger.log({"val/loss": val, "tokens": tokens}, step)
 
+    started = time.perf_counter()
     if start == 0 and 0 in plan.save_steps and not existing:
         checkpoint(0)
     save_at = set(plan.save_steps)
@@ -303,13 +304,18 @@ def train(cfg: Config) -> Path:
     logger.finish()
     if master:
         info = json.loads((run_dir / "run.json").read_text())
+        info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - started
         info["status"] = "trained"
         _write_json(run_dir / "run.json", info)
         if cfg.run.evaluate:
             from scaling.evaluate import evaluate_run
 
+            t_eval = time.perf_counter()
             evaluate_run(run_dir, tasks=None if cfg.run.tasks == "default" else
                          cfg.run.tasks.split(","))
+            info["eval_seconds"] = time.perf_counter() - t_eval
+            info["status"] = "evaluated"
+            _write_json(run_dir / "run.json", info)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -133,6 +135,21 @@ def test_report_without_optional_columns(tmp_path, capsys):
     assert "no emergence to test" in md
 
 
+def test_chinchilla_with_three_token_budgets(tmp_path, capsys):
+    # 4 sizes x 3 budgets: the loss is planted as 1.5 + 30 N^-0.25 + 10 D^-0.2
+    df = pd.concat([make_results(n_rungs=4, tasks={"chain": "flat"}, steps=STEPS[:cut],
+                                 seed=cut).assign(run=lambda d, c=cut: d.run + f"-{c}")
+                    for cut in (len(STEPS), len(STEPS) - 3, len(STEPS) - 6)])
+    rc, out = _run(tmp_path, df)
+    assert rc == 0, capsys.readouterr().err
+    fits = pd.read_csv(out / "fits.csv")
+    chin = fits[fits.law == "chinchilla"].set_index("param")
+    assert set(chin.index) == {"E", "A", "B", "alpha", "beta"}
+    assert (chin.status != "failed").all()
+    assert chin.loc["alpha", "ci_low"] <= 0.25 <= chin.loc["alpha", "ci_high"]
+    assert "Chinchilla" in (out / "report.md").read_text()
+
+
 def test_error_empty_file(tmp_path, capsys):
     (tmp_path / "empty.csv").write_text("")
     rc = main(["--results", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "out")])
@@ -165,6 +182,11 @@ def test_help_teaches(capsys):
     assert "--results" in text and "emergence.csv" in text and "schema" in text
 
 
+def test_analysis_never_imports_torch():
+    code = "import sys, analysis.report; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 @pytest.mark.slow
 def test_report_speed(tmp_path):
     """~6 runs x 15 checkpoints x 20 task/shots x 5 metrics must report in under 10 s."""
@@ -172,6 +194,6 @@ def test_report_speed(tmp_path):
     df = make_results(tasks={f"t{i}": k for i, k in enumerate(kinds)},
                       metrics=("exact_match", "token_accuracy", "edit_similarity",
                                "answer_logprob", "contains"))
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: wall time on a shared machine measures the others
     rc, _ = _run(tmp_path, df, extra=["--bootstrap", "100"])
-    assert rc == 0 and time.perf_counter() - t0 < 10
+    assert rc == 0 and time.process_time() - t0 < 10

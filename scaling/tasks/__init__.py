@@ -10,7 +10,7 @@ Entries without a dot are modules of this package; dotted entries are imported a
 from __future__ import annotations
 
 import importlib
-from typing import Iterable
+from collections.abc import Iterable
 
 from scaling.tasks.base import GENERATE, LINE_START, MULTIPLE_CHOICE, Task
 

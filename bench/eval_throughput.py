@@ -1,0 +1,146 @@
+"""Throughput of the native evaluator vs the lm-eval path, on the same checkpoint and tasks.
+
+    python bench/eval_throughput.py --checkpoint runs/default/s3/checkpoints/step_001464.pt
+    python bench/eval_throughput.py --untrained s3 --n 200   # no trained checkpoint needed
+
+Both paths score the same instances of the same tasks with the same model, in one process,
+with the same torch thread count and batch size. Both clocks run from a checkpoint on disk
+to scores: the native evaluator from `evaluate_run` to rows in results.csv (model load,
+tokenizing, scoring, writing); lm-eval from `simple_evaluate` to its results dict (task
+loading, model load, requests, metrics). Generating the held-out instances is shared
+preparation and timed apart: the native path caches them per process, the lm-eval path
+reads them from the export (YAML + JSONL) written before its clock starts. A warm-up
+forward pass runs before both, so neither pays torch's one-time start-up. It prints
+examples/s of each path, the ratio, and checks that the scores agree (exact match etc.
+equal, log-probabilities within 1e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _untrained_checkpoint(size: str, folder: Path) -> Path:
+    from scaling import ladder
+    from scaling.checkpoint import save_checkpoint
+    from scaling.model import GPT
+
+    cfg = ladder.gpt_config(size, vocab_size=128, block_size=128)
+    model = GPT(cfg, seed=0)
+    counts = model.num_scaling_params()
+    return save_checkpoint(folder, 0, {"model": model.state_dict(),
+                                       "model_config": dataclasses.asdict(cfg)},
+                           {"run": f"untrained-{size}", "rung": size, "params": counts["total"],
+                            "nonembed_params": counts["nonembed"], "tokens": 0, "flops": 0.0,
+                            "tokenizer": "char"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a step_*.pt file or a run directory (last checkpoint)")
+    src.add_argument("--untrained", metavar="RUNG", help="benchmark an untrained rung (e.g. s3)")
+    p.add_argument("--tasks", default="default", help="task names or ids (default: all)")
+    p.add_argument("--n", type=int, default=0, help="instances per task (default: the tasks' n)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for both paths")
+    args = p.parse_args(argv)
+
+    import lm_eval
+    import pandas as pd
+    import torch
+    from lm_eval.tasks import TaskManager
+
+    import scaling.lm_eval_backend  # noqa: F401  (registers the `scaling` model)
+    from scaling.checkpoint import load_model
+    from scaling.evaluate import evaluate_run
+    from scaling.lm_eval_backend import resolve_checkpoint
+    from scaling.lm_eval_tasks import export, lm_eval_name
+    from scaling.tasks import get_tasks
+    from scaling.tasks.base import _heldout  # the per-process instance cache
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="eval_bench_"))
+    try:
+        if args.checkpoint:
+            ckpt = resolve_checkpoint(args.checkpoint)
+        else:
+            ckpt = _untrained_checkpoint(args.untrained, tmp / "source")
+        run = tmp / "run" / "checkpoints"
+        run.mkdir(parents=True)
+        for suffix in (".pt", ".json"):
+            shutil.copy(ckpt.with_suffix(suffix), run / ckpt.with_suffix(suffix).name)
+        run = run.parent
+        tasks = get_tasks(args.tasks)
+        if args.n:
+            tasks = [dataclasses.replace(t, n=args.n) for t in tasks]
+        # Instances are generated before both clocks: the lm-eval path reads them from the
+        # export, the native path from the per-process cache (filled here, timed apart).
+        _heldout.cache_clear()
+        t0 = time.perf_counter()
+        n_examples = sum(len(t.examples()) for t in tasks)
+        instances_s = time.perf_counter() - t0
+        names = export(tmp / "tasks", tasks=tasks)
+
+        with torch.inference_mode():  # warm-up: torch's first ops pay one-time costs
+            model, _ = load_model(ckpt)
+            model(torch.zeros(8, 16, dtype=torch.long))
+        t0 = time.perf_counter()
+        evaluate_run(run, tasks=tasks, progress=False, batch_size=args.batch_size,
+                     threads=args.threads)
+        native_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        tm = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
+        out = lm_eval.simple_evaluate(
+            model="scaling", tasks=names, task_manager=tm,
+            model_args=f"checkpoint={ckpt},batch_size={args.batch_size},threads={args.threads}")
+        lm_eval_s = time.perf_counter() - t0
+
+        df = pd.read_csv(run / "results.csv")
+        ours = {(r.task, r.shots, r.metric): r.value for r in df.itertuples()}
+        worst_lp, mismatches = 0.0, []
+        for task in tasks:
+            res = out["results"][lm_eval_name(task)]
+            for metric in task.metrics:
+                a, b = ours[(task.name, task.shots_column, metric)], res[f"{metric},none"]
+                if metric in ("answer_logprob", "gold_prob"):
+                    worst_lp = max(worst_lp, abs(a - b))
+                elif abs(a - b) > 1e-12:
+                    mismatches.append(f"{task.id}/{metric}: native {a} lm-eval {b}")
+        meta = json.loads(ckpt.with_suffix(".json").read_text())
+        print(f"checkpoint: {ckpt} (rung {meta.get('rung')}, {meta.get('params')} params, "
+              f"step {meta.get('step')})")
+        print(f"tasks: {len(tasks)}, instances: {n_examples}, batch size {args.batch_size}, "
+              f"torch threads {torch.get_num_threads()}, device cpu")
+        print(f"instances: {instances_s:7.2f} s  (generated once, before both clocks)")
+        print(f"native   : {native_s:7.2f} s  {n_examples / native_s:9.1f} examples/s")
+        print(f"lm-eval  : {lm_eval_s:7.2f} s  {n_examples / lm_eval_s:9.1f} examples/s")
+        print(f"speed-up : {lm_eval_s / native_s:.1f}x (native over lm-eval)")
+        ok = not mismatches and worst_lp <= 1e-4
+        print(f"scores equal: {'yes' if ok else 'NO'} (exact match / accuracy / token accuracy "
+              f"/ edit similarity: {len(mismatches)} mismatches; max |log-prob metric "
+              f"difference| {worst_lp:.2e})")
+        for line in mismatches[:10]:
+            print("  " + line)
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

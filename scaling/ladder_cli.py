@@ -1,0 +1,138 @@
+"""`scaling ladder`: the main job. Plan, run the ladder sweep locally, then write the report.
+
+    scaling ladder                  # default CPU ladder (sweeps/ladder.yaml), report to reports/
+    scaling ladder --preset quick   # four rungs, a few minutes
+    scaling ladder --list           # the rungs: shape, parameters, FLOPs per token, LR, batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from scaling import ladder
+from scaling.config import load_config
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+PRESETS = {"cpu": "ladder.yaml", "quick": "quick.yaml", "tiny": "tiny.yaml"}
+# Sustained share of the matmul peak a training step reaches (bench/train_throughput.py:
+# 45-70% across the CPU ladder); used only for the time estimate in the plan.
+PLAN_EFFICIENCY = 0.5
+
+
+def _print_rungs(names: list[str]) -> None:
+    print(f"{'rung':<5} {'layers':>6} {'width':>5} {'heads':>5} {'params':>11} "
+          f"{'nonembed':>11} {'FLOPs/token':>12} {'lr':>8} {'batch':>5}")
+    for r in ladder.describe(names):
+        print(f"{r['rung']:<5} {r['n_layer']:>6} {r['d_model']:>5} {r['n_head']:>5} "
+              f"{r['params']:>11,} {r['nonembed_params']:>11,} {r['flops_per_token']:>12.3g} "
+              f"{r['lr']:>8.2g} {r['batch_size']:>5}")
+
+
+def _peak_flops() -> float:
+    """A quick fp32 matmul measurement (0.5 s) for the plan's time estimate."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.5:
+        a @ b
+        reps += 1
+    return 2 * 1024**3 * reps / (time.perf_counter() - t0)
+
+
+def print_plan(sweep, peak: float) -> float:
+    """Print rungs, parameters, tokens and an estimated time; return the estimate (s)."""
+    from scaling.sweep import run_args
+    from scaling.train import make_plan
+
+    total = 0.0
+    print(f"plan: sweep {sweep.name!r}, {len(sweep.runs)} runs "
+          f"(matmul peak here {peak / 1e9:.0f} GFLOP/s)")
+    print(f"  {'rung':<5} {'params':>11} {'nonembed':>11} {'tokens':>11} {'batch':>5} "
+          f"{'steps':>6} {'est. train':>10}")
+    for run in sweep.runs:
+        cfg = load_config(None, run_args(run))
+        plan = make_plan(cfg, vocab_size=cfg.model.vocab_size or 128)
+        seconds = plan.flops_per_token * plan.total_steps * plan.tokens_per_step / (
+            peak * PLAN_EFFICIENCY)
+        total += seconds
+        print(f"  {cfg.model.size:<5} {plan.params:>11,} {plan.nonembed_params:>11,} "
+              f"{plan.total_steps * plan.tokens_per_step:>11,} {plan.batch_size:>5} "
+              f"{plan.total_steps:>6} {seconds / 60:>9.1f}m")
+    print(f"  estimated training time {total / 60:.1f} min (+ evaluation and report)")
+    return total
+
+
+def timing_summary(run_dirs: list[Path]) -> dict[str, float]:
+    """Sum the train/eval seconds the runs recorded in their run.json."""
+    out = {"train": 0.0, "eval": 0.0}
+    for d in run_dirs:
+        info_path = d / "run.json"
+        if info_path.exists():
+            info = json.loads(info_path.read_text())
+            out["train"] += info.get("train_seconds", 0.0)
+            out["eval"] += info.get("eval_seconds", 0.0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `scaling ladder`."""
+    p = argparse.ArgumentParser(prog="scaling ladder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help="which sweep in sweeps/ to run (default: cpu = sweeps/ladder.yaml)")
+    p.add_argument("--sweep", help="run this sweep YAML instead of a preset")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--out", default="reports", help="report directory (default reports/)")
+    p.add_argument("--list", action="store_true", help="print the rungs and exit")
+    p.add_argument("--ladder", default="cpu", choices=sorted(ladder.LADDERS),
+                   help="which named ladder --list prints")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        _print_rungs(ladder.LADDERS[args.ladder])
+        return 0
+
+    from scaling.sweep import SweepError, load_sweep, run_args, run_sweep
+
+    try:
+        sweep = load_sweep(args.sweep or SWEEPS_DIR / PRESETS[args.preset])
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_plan(sweep, _peak_flops())
+    t0 = time.perf_counter()
+    outcome = run_sweep(sweep, args.jobs)
+    sweep_seconds = time.perf_counter() - t0
+    failed = [k for k, v in outcome.items() if v == "failed"]
+    if failed:
+        print(f"error: {len(failed)} run(s) failed ({', '.join(failed)}); see "
+              "sweep_state.json, then run the same command again to retry", file=sys.stderr)
+        return 1
+    run_dirs = [load_config(None, run_args(r)).run_dir() for r in sweep.runs]
+    root = run_dirs[0].parent
+
+    from scaling.results import load
+
+    results = load(root)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stored = out / "results.csv"
+    results.to_csv(stored.with_suffix(".csv.tmp"), index=False)
+    shutil.move(stored.with_suffix(".csv.tmp"), stored)  # the report reads stored results only
+    t1 = time.perf_counter()
+    from analysis.report import main as report_main
+
+    code = report_main(["--results", str(stored), "--out", str(out)])
+    report_seconds = time.perf_counter() - t1
+    spent = timing_summary(run_dirs)
+    print(f"ladder done in {(sweep_seconds + report_seconds) / 60:.1f} min: "
+          f"train {spent['train'] / 60:.1f} min, eval {spent['eval'] / 60:.1f} min, "
+          f"report {report_seconds:.1f} s (runs skipped as finished count 0). "
+          f"Report: {out / 'report.md'}")
+    return code

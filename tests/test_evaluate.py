@@ -1,0 +1,303 @@
+"""The native evaluator: scoring primitives, result rows, skipping, CLI errors, above chance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from scaling import evaluate as ev
+from scaling.checkpoint import list_checkpoints, load_model, save_checkpoint
+from scaling.data.skills.base import Example
+from scaling.data.tokenizer import get_tokenizer
+from scaling.model import GPT, GPTConfig
+from scaling.results import COLUMNS
+from scaling.tasks import LINE_START, Task, get_tasks
+
+TOK = get_tokenizer("char")
+SMALL = "addition_2d,addition_mc_3d,chain_1hop,icl_4shot,fewshot_4shot,copy_8"
+
+
+def save_untrained(run_dir, steps=(0, 4), block_size=128, n_layer=1, d_model=24):
+    """A run directory with untrained tiny GPT checkpoints (no data or training needed)."""
+    cfg = GPTConfig(vocab_size=TOK.vocab_size, n_layer=n_layer, d_model=d_model, n_head=2,
+                    block_size=block_size)
+    for step in steps:
+        model = GPT(cfg, seed=step)
+        counts = model.num_scaling_params()
+        save_checkpoint(run_dir, step, {"model": model.state_dict(),
+                                        "model_config": dataclasses.asdict(cfg)},
+                        {"run": "tiny", "rung": "s1", "params": counts["total"],
+                         "nonembed_params": counts["nonembed"], "tokens": 4096 * step,
+                         "flops": 1e6 * step, "seed": 0, "data_hash": "feed",
+                         "tokenizer": "char", "val_loss": 4.8})
+    return run_dir
+
+
+def small(names=SMALL, n=16):
+    """Registered tasks with few instances, for fast tests."""
+    return [dataclasses.replace(t, n=n) for t in get_tasks(names)]
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedTask(Task):
+    """A task with hand-made instances (a task defined inside a test)."""
+
+    fixed: tuple = ()
+
+    def examples(self):
+        return list(self.fixed)
+
+
+def plain_greedy(model, ctx, max_new, stop_ids):
+    """Reference decoder: one full forward per token, no cache, no batching."""
+    block = model.cfg.block_size
+    budget = ev.generation_budget(max_new, block)
+    toks, out = list(ctx)[-(block - budget):], []
+    with torch.inference_mode():
+        for _ in range(budget):
+            nxt = int(model(torch.tensor([toks + out]))[0][0, -1].argmax())
+            if nxt in stop_ids:
+                break
+            out.append(nxt)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A few dozen training steps on the corpus: the model emits digits and line breaks."""
+    from scaling.config import load_config
+    from scaling.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = load_config(None, ["--model.size=s1", "--train.tokens=160000",
+                             f"--run.dir={root / 'run'}", f"--run.data_root={root / 'data'}",
+                             "--data.train_tokens=170000", "--data.val_tokens=8000",
+                             "--train.val_tokens=2048", "--run.threads=1"])
+    run_dir = train(cfg)
+    model, _ = load_model(list_checkpoints(run_dir)[-1][1])
+    return run_dir, model
+
+
+def echo_examples(model, n=24):
+    """Instances whose gold answers come from the model's own greedy rollouts.
+
+    Some answers are exactly what greedy decoding outputs (exact match 1), others diverge
+    after k correct tokens (k = 0, 1, 2) or stop short of where the model keeps going.
+    """
+    stop = ev.stop_token_ids(TOK, (LINE_START,))
+    prompts = [e.prompt for e in get_tasks("addition_2d")[0].examples()[:n]]
+    out = []
+    for i, prompt in enumerate(prompts):
+        roll = TOK.decode(plain_greedy(model, TOK.encode(LINE_START + prompt), 12, stop))
+        kind = i % 4
+        if kind == 0 and roll:
+            answer = roll  # greedy output exactly (it ended with a line break or the budget)
+        elif kind == 1 and len(roll) > 2:
+            answer = roll[:2] + ("#" if roll[2] != "#" else "$")
+        elif kind == 2 and len(roll) > 1:
+            answer = roll[:1]  # the model goes on past the gold answer
+        else:
+            answer = ("#" if not roll or roll[0] != "#" else "$") + "12"
+        out.append(Example("addition", 2, prompt, answer))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def test_score_continuations_match_a_plain_forward():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=24),
+                seed=3).eval()
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(2, 96, rng.integers(1, 30)).tolist(),
+              rng.integers(2, 96, rng.integers(1, 6)).tolist()) for _ in range(40)]
+    scores = ev.score_continuations(model, pairs, batch_size=7)
+    with torch.inference_mode():
+        for (ctx, cont), s in zip(pairs, scores):
+            lps, ams = [], []
+            for j, tok in enumerate(cont):  # each token with the longest context that fits
+                window = (ctx + cont[:j + 1])[-24:]
+                logp = torch.log_softmax(model(torch.tensor([window]))[0][0, -2], -1)
+                lps.append(float(logp[tok]))
+                ams.append(int(logp.argmax()))
+            np.testing.assert_allclose(s.logprobs, lps, atol=1e-5)
+            assert s.argmax[: len(cont)].tolist() == ams
+            if len(ctx) + len(cont) <= 24:
+                assert s.has_next
+                nxt = model(torch.tensor([ctx + cont]))[0][0, -1].argmax()
+                assert s.argmax[-1] == int(nxt)
+            else:
+                assert not s.has_next
+
+
+def test_greedy_generate_matches_plain_decoding():
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=32),
+                seed=5).eval()
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(2, 96, rng.choice([3, 5, 40])).tolist() for _ in range(30)]
+    budgets = rng.integers(1, 9, len(prompts)).tolist() + []
+    budgets[0] = 100  # capped at half the block
+    stops = {0, 1, int(rng.integers(2, 96))}
+    got = ev.greedy_generate(model, prompts, budgets, stops, batch_size=4)
+    for p, b, g in zip(prompts, budgets, got):
+        assert g == plain_greedy(model, p, b, stops)
+        assert len(g) <= ev.generation_budget(b, 32) and not set(g) & stops
+
+
+def test_choice_logprobs_match_pairwise_scoring():
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=24),
+                seed=2).eval()
+    rng = np.random.default_rng(2)
+    contexts = [rng.integers(2, 96, rng.choice([4, 4, 9, 22])).tolist() for _ in range(25)]
+    options = [[rng.integers(2, 96, rng.integers(1, 5)).tolist()
+                for _ in range(rng.integers(2, 5))] for _ in contexts]
+    got = ev.choice_logprobs(model, contexts, options, batch_size=3)
+    for ctx, opts, lls in zip(contexts, options, got):
+        ref = ev.score_continuations(model, [(ctx, o) for o in opts])
+        np.testing.assert_allclose(lls, [r.logprobs.sum() for r in ref], atol=1e-4)
+
+
+def test_stop_token_ids():
+    assert ev.stop_token_ids(TOK, (LINE_START, ".", "ab", "")) == {
+        TOK.eot_id, TOK.encode("\n")[0], TOK.encode(".")[0]}
+
+
+def test_greedy_shortcut_equals_plain_greedy(trained):
+    _, model = trained
+    task = FixedTask("echo", skill="addition", difficulty=2, fixed=echo_examples(model))
+    prep = ev.prepare(task, TOK)
+    stop = ev.stop_token_ids(TOK, task.stop)
+    tf, outs = ev.teacher_force_and_decode(model, prep.contexts, prep.golds, stop, batch_size=5)
+    ref = ev.score_continuations(model, list(zip(prep.contexts, prep.golds)))
+    for ctx, gold, out, s, r in zip(prep.contexts, prep.golds, outs, tf, ref):
+        assert out == plain_greedy(model, ctx, len(gold) + ev.EXTRA_TOKENS, stop)
+        np.testing.assert_allclose(s.logprobs, r.logprobs, atol=1e-5)
+        assert s.argmax.tolist() == r.argmax.tolist()
+    em = ev.score_task(model, TOK, prep)["exact_match"][0]
+    assert 0.0 < em < 1.0  # both outcomes occur, so the comparison above is not vacuous
+
+
+def test_truncated_prompts_decode_from_scratch():
+    # block 48 < fewshot_4shot prompts (~150 chars): scoring splits, decoding cuts the prompt.
+    model = GPT(GPTConfig(vocab_size=128, n_layer=1, d_model=16, n_head=2, block_size=48),
+                seed=1).eval()
+    prep = ev.prepare(small("fewshot_4shot", n=6)[0], TOK)
+    stop = ev.stop_token_ids(TOK, prep.task.stop)
+    _, outs = ev.teacher_force_and_decode(model, prep.contexts, prep.golds, stop, batch_size=4)
+    for ctx, gold, out in zip(prep.contexts, prep.golds, outs):
+        assert out == plain_greedy(model, ctx, len(gold) + 2, stop)
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def test_evaluate_run_writes_rows_and_skips_what_is_scored(tmp_path):
+    run = save_untrained(tmp_path / "run")
+    tasks = small()
+    n_rows = ev.evaluate_run(run, tasks=tasks, progress=False)
+    df = pd.read_csv(run / "results.csv")
+    n_metrics = sum(len(t.metrics) for t in tasks)
+    assert n_rows == len(df) == 2 * n_metrics
+    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
+    assert {"stderr", "chance", "seed", "data_hash"} <= set(df.columns)
+    assert set(df.step) == {0, 4} and set(df.run) == {"tiny"} and set(df.rung) == {"s1"}
+    assert (df[df.step == 4].tokens == 4 * 4096).all()
+    assert set(df.task) == {t.name for t in tasks}
+    assert set(df[df.task == "icl"].shots) == {4}
+    assert (df.n == 16).all()
+    bounded = df[df.metric != "answer_logprob"]
+    assert bounded.value.between(0, 1).all()
+    assert (df[df.metric == "answer_logprob"].value < 0).all()
+    assert (df.stderr >= 0).all()
+    chance = df.set_index(["task", "metric"]).chance
+    assert chance[("chain_1hop", "exact_match")].iloc[0] == pytest.approx(0.1)
+    assert chance[("addition_mc_3d", "accuracy")].iloc[0] == pytest.approx(0.25)
+    assert chance[("chain_1hop", "token_accuracy")].isna().all()
+    # Re-running computes nothing; a task added later is scored on the old checkpoints.
+    assert ev.evaluate_run(run, tasks=tasks, progress=False) == 0
+    extra = small("modular_5", n=8)
+    assert ev.evaluate_run(run, tasks=tasks + extra, progress=False) == 2 * 4
+    assert ev.evaluate_run(run, tasks=tasks + extra, progress=False) == 0
+    assert len(pd.read_csv(run / "results.csv")) == 2 * n_metrics + 8
+
+
+def test_checkpoints_last_and_deterministic_scores(tmp_path):
+    run = save_untrained(tmp_path / "a", steps=(0, 2, 8))
+    assert ev.evaluate_run(run, tasks=small("copy_4"), checkpoints="last",
+                           progress=False) == 4
+    df = pd.read_csv(run / "results.csv")
+    assert set(df.step) == {8}
+    again = save_untrained(tmp_path / "b", steps=(0, 2, 8))
+    ev.evaluate_run(again, tasks=small("copy_4"), checkpoints="last", progress=False,
+                    batch_size=3)
+    pd.testing.assert_series_equal(df.value, pd.read_csv(again / "results.csv").value)
+
+
+def test_cli(tmp_path, capsys):
+    run = save_untrained(tmp_path / "run", steps=(0,))
+    assert ev.main([str(run), "--tasks", "copy_4,icl_0shot", "--no-progress"]) == 0
+    assert "wrote 8 result rows" in capsys.readouterr().out
+    assert ev.main(["--list-tasks"]) == 0
+    assert "icl_8shot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["unknown_task", "missing_run", "no_checkpoints",
+                                  "corrupt_checkpoint", "no_run_dir_given"])
+def test_cli_errors_are_one_line(tmp_path, capsys, case):
+    run = save_untrained(tmp_path / "run", steps=(0,))
+    argv = [str(run), "--tasks", "copy_4", "--no-progress"]
+    if case == "unknown_task":
+        argv[2] = "copy_4,addition_9d"
+    elif case == "missing_run":
+        argv[0] = str(tmp_path / "nope")
+    elif case == "no_checkpoints":
+        (tmp_path / "empty").mkdir()
+        argv[0] = str(tmp_path / "empty")
+    elif case == "corrupt_checkpoint":
+        path = list_checkpoints(run)[0][1]
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    else:
+        argv = argv[1:]
+    assert ev.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    expected = {"unknown_task": "addition_9d", "missing_run": "no such run directory",
+                "no_checkpoints": "no checkpoints", "corrupt_checkpoint": "step_000000.pt",
+                "no_run_dir_given": "RUN_DIR"}[case]
+    assert expected in err
+    assert not (run / "results.csv").exists()
+
+
+# ----------------------------------------------------------------------------- science
+
+
+def test_brief_training_moves_the_easiest_probe(trained):
+    # Fast variant: after a few dozen steps, gold answers are already more likely than
+    # under the untrained model; the real above-chance check is the slow test below.
+    run_dir, _ = trained
+    ev.evaluate_run(run_dir, tasks=small("chain_1hop", n=200), progress=False)
+    df = pd.read_csv(run_dir / "results.csv")
+    lp = df[(df.task == "chain_1hop") & (df.metric == "answer_logprob")].sort_values("step")
+    assert lp.value.iloc[-1] > lp.value.iloc[0] + 1.0
+
+
+@pytest.mark.slow
+def test_briefly_trained_checkpoint_beats_chance(tmp_path):
+    from scaling.config import load_config
+    from scaling.train import train
+
+    cfg = load_config(None, ["--model.size=s2", "--train.tokens=6000000",
+                             f"--run.dir={tmp_path / 'run'}", f"--run.data_root={tmp_path}",
+                             "--data.train_tokens=6001000", "--data.val_tokens=20000",
+                             "--train.val_tokens=4096"])
+    run_dir = train(cfg)
+    ev.evaluate_run(run_dir, tasks="addition_mc_2d,modular_5", checkpoints="last",
+                    progress=False)
+    df = pd.read_csv(run_dir / "results.csv")
+    row = df[(df.task == "addition_mc_2d") & (df.metric == "accuracy")].iloc[-1]
+    assert row.value > row.chance + 3 * row.stderr, row.to_dict()

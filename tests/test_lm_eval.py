@@ -1,0 +1,303 @@
+"""lm-eval integration: the `scaling` model, the exported probe tasks, `scaling lm-eval`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("lm_eval")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lm_eval  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import scaling.tasks as registry  # noqa: E402
+from scaling import evaluate as ev  # noqa: E402
+from scaling.checkpoint import list_checkpoints, load_model, save_checkpoint  # noqa: E402
+from scaling.data.skills.base import Example  # noqa: E402
+from scaling.data.tokenizer import get_tokenizer  # noqa: E402
+from scaling.lm_eval_backend import ScalingLM, cli_main, resolve_checkpoint  # noqa: E402
+from scaling.lm_eval_tasks import TAG, export, lm_eval_name  # noqa: E402
+from scaling.model import GPT, GPTConfig  # noqa: E402
+from scaling.tasks import LINE_START, Task, get_tasks  # noqa: E402
+
+TOK = get_tokenizer("char")
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedTask(Task):
+    """A task with hand-made instances."""
+
+    fixed: tuple = ()
+
+    def examples(self):
+        return list(self.fixed)
+
+
+def save_untrained(run_dir, step=0, seed=0, block_size=128):
+    cfg = GPTConfig(vocab_size=TOK.vocab_size, n_layer=1, d_model=24, n_head=2,
+                    block_size=block_size)
+    model = GPT(cfg, seed=seed)
+    counts = model.num_scaling_params()
+    save_checkpoint(run_dir, step, {"model": model.state_dict(),
+                                    "model_config": dataclasses.asdict(cfg)},
+                    {"run": "tiny", "rung": "s1", "params": counts["total"],
+                     "nonembed_params": counts["nonembed"], "tokens": 0, "flops": 0.0,
+                     "tokenizer": "char"})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A briefly trained s1 checkpoint: it emits digits and line breaks, so some greedy
+    outputs match gold answers built from its own rollouts."""
+    from scaling.config import load_config
+    from scaling.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = load_config(None, ["--model.size=s1", "--train.tokens=160000",
+                             f"--run.dir={root / 'run'}", f"--run.data_root={root / 'data'}",
+                             "--data.train_tokens=170000", "--data.val_tokens=8000",
+                             "--train.val_tokens=2048", "--run.threads=1"])
+    run_dir = train(cfg)
+    return run_dir, list_checkpoints(run_dir)[-1]
+
+
+def echo_task(model, n=24):
+    """Gold answers from the model's own greedy rollouts: some match, some diverge."""
+    stop = ev.stop_token_ids(TOK, (LINE_START,))
+    prompts = [e.prompt for e in get_tasks("addition_3d")[0].examples()[:n]]
+    rollouts = ev.greedy_generate(model, [TOK.encode(LINE_START + p) for p in prompts],
+                                  [10] * n, stop)
+    fixed = []
+    for i, (prompt, roll) in enumerate(zip(prompts, map(TOK.decode, rollouts))):
+        answer = roll if i % 2 == 0 and roll else (roll[:1] + "#7")
+        fixed.append(Example("addition", 3, prompt, answer))
+    return FixedTask("echo", skill="addition", difficulty=3, fixed=tuple(fixed))
+
+
+def native_scores(run_dir, step, tasks):
+    ev.evaluate_run(run_dir, tasks=tasks, progress=False)
+    df = pd.read_csv(run_dir / "results.csv")
+    df = df[df.step == step]
+    return {(r.task, r.shots, r.metric): r.value for r in df.itertuples()}
+
+
+def lm_eval_scores(ckpt_path, tasks, folder, batch_size=16):
+    names = export(folder, tasks=tasks)
+    tm = TaskManager(include_path=str(folder), include_defaults=False)
+    out = lm_eval.simple_evaluate(model="scaling",
+                                  model_args=f"checkpoint={ckpt_path},batch_size={batch_size}",
+                                  tasks=names, task_manager=tm)
+    return {name: out["results"][name] for name in names}
+
+
+def assert_same(native, via_lm_eval, tasks):
+    for task in tasks:
+        res = via_lm_eval[lm_eval_name(task)]
+        for metric in task.metrics:
+            ours, theirs = native[(task.name, task.shots_column, metric)], res[f"{metric},none"]
+            # Log-probabilities within 1e-4; counts equal (up to the order of summation).
+            tol = 1e-4 if metric in ("answer_logprob", "gold_prob") else 1e-12
+            assert theirs == pytest.approx(ours, abs=tol), (task.id, metric)
+
+
+# ----------------------------------------------------------------------------- agreement
+
+
+def test_model_is_registered():
+    from lm_eval.api.registry import get_model
+
+    assert get_model("scaling") is ScalingLM
+
+
+def test_native_and_lm_eval_scores_agree(trained, tmp_path, monkeypatch):
+    run_dir, (step, ckpt) = trained
+    model, _ = load_model(ckpt)
+    echo = echo_task(model)
+    tasks = [echo] + [dataclasses.replace(t, n=20) for t in
+                      get_tasks("addition_mc_2d,fewshot_4shot,icl_8shot,copy_4,chain_2hop")]
+    native = native_scores(run_dir, step, tasks)
+    assert 0 < native[("echo", 0, "exact_match")] < 1  # matches and misses both occur
+    monkeypatch.chdir(tmp_path)  # the exported tasks must not depend on the cwd
+    via_lm_eval = lm_eval_scores(ckpt, tasks, tmp_path / "tasks")
+    assert_same(native, via_lm_eval, tasks)
+
+
+def test_a_task_defined_here_flows_through(tmp_path, monkeypatch):
+    # One new file plus one registry line: registry -> evaluate -> rows -> lm-eval export.
+    pkg = tmp_path / "my_probes"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "reverse.py").write_text(textwrap.dedent('''
+        """Reverse a letter string: a probe whose instances come from its own generator."""
+        import random
+        from dataclasses import dataclass
+
+        from scaling.data.skills.base import Example
+        from scaling.tasks import Task
+
+
+        @dataclass(frozen=True)
+        class ReverseTask(Task):
+            def examples(self):
+                rng = random.Random(self.seed)
+                out = []
+                for _ in range(self.n):
+                    s = "".join(rng.choice("abcdefgh") for _ in range(self.difficulty))
+                    out.append(Example("reverse", self.difficulty, f"R {s}|", s[::-1]))
+                return out
+
+
+        TASKS = [ReverseTask(f"reverse_{k}", skill="reverse", difficulty=k, n=12)
+                 for k in (3, 5)]
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "TASK_MODULES", [*registry.TASK_MODULES, "my_probes.reverse"])
+    run = save_untrained(tmp_path / "run")
+    # registry
+    assert [t.id for t in get_tasks("reverse_3,reverse_5")] == ["reverse_3", "reverse_5"]
+    # native evaluator -> result rows (the default task list now includes it)
+    assert ev.main([str(run), "--tasks", "reverse_3,reverse_5,copy_4", "--no-progress"]) == 0
+    df = pd.read_csv(run / "results.csv")
+    assert set(df.task) == {"reverse_3", "reverse_5", "copy_4"}
+    assert (df[df.task == "reverse_5"].n == 12).all()
+    assert "chance" not in df or df[df.task == "reverse_5"].chance.isna().all()  # no floor
+    # lm-eval export of the whole registry includes it, and lm-eval scores it the same
+    names = export(tmp_path / "tasks")
+    assert "probe_reverse_5" in names and (tmp_path / "tasks" / "probe_reverse_5.yaml").is_file()
+    native = {(r.task, r.shots, r.metric): r.value for r in df.itertuples()}
+    tasks = get_tasks("reverse_3,reverse_5")
+    assert_same(native, lm_eval_scores(resolve_checkpoint(run), tasks, tmp_path / "t2"), tasks)
+    for mod in ("my_probes.reverse", "my_probes"):
+        __import__("sys").modules.pop(mod, None)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def test_export_writes_local_tasks(tmp_path):
+    tasks = [dataclasses.replace(t, n=5) for t in get_tasks("addition_2d,addition_mc_2d,icl")]
+    names = export(tmp_path, tasks=tasks)
+    assert names == [lm_eval_name(t) for t in tasks]
+    assert names[:2] == ["probe_addition_2d", "probe_addition_mc_2d"]
+    assert "probe_icl_8shot" in names
+    text = (tmp_path / "probe_addition_2d.yaml").read_text()
+    assert str((tmp_path / "probe_addition_2d.jsonl").resolve()) in text
+    assert TAG in text and "!function" in text
+    docs = [json.loads(x) for x in (tmp_path / "probe_addition_2d.jsonl").read_text().split("\n")
+            if x]
+    ex = tasks[0].examples()
+    assert [d["answer"] for d in docs] == [e.answer for e in ex]
+    assert docs[0]["context"] == LINE_START + ex[0].prompt
+    assert docs[0]["answer_pieces"] == list(ex[0].answer)
+    assert docs[0]["max_gen_toks"] == len(ex[0].answer) + 2
+    mc = json.loads((tmp_path / "probe_addition_mc_2d.jsonl").read_text().split("\n")[0])
+    assert mc["choices"][mc["gold"]] == mc["answer"]
+    # Re-exporting fewer tasks removes the ones that are gone.
+    export(tmp_path, tasks=tasks[:1])
+    assert not (tmp_path / "probe_addition_mc_2d.yaml").exists()
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert manifest["tasks"] == ["probe_addition_2d"]
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+def _requests(kind, args):
+    return [Instance(request_type=kind, doc={}, arguments=a, idx=0) for a in args]
+
+
+def test_backend_requests(tmp_path):
+    run = save_untrained(tmp_path / "run", block_size=32)
+    lm = ScalingLM.create_from_arg_string(f"checkpoint={run}",
+                                          {"batch_size": 1, "device": "cuda:0"})
+    assert lm.batch_size == ev.DEFAULT_BATCH_SIZE  # lm-eval's default 1 does not override
+    assert ScalingLM.create_from_arg_string(f"checkpoint={run},batch_size=8",
+                                            {"batch_size": 4}).batch_size == 8
+    assert ScalingLM.create_from_arg_obj({"checkpoint": str(run)}, {"batch_size": "auto"}
+                                         ).batch_size == ev.DEFAULT_BATCH_SIZE
+    model = lm.model
+    # loglikelihood: empty context is eot; is_greedy agrees with the argmax
+    (ll, greedy), (ll2, _), (ll3, g3) = lm.loglikelihood(
+        _requests("loglikelihood", [("", "ab"), ("xy", " z"), ("q", "")]))
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(torch.tensor([[0] + TOK.encode("ab")]))[0][0], -1)
+    ids = TOK.encode("ab")
+    assert ll == pytest.approx(float(logp[0, ids[0]] + logp[1, ids[1]]), abs=1e-5)
+    assert greedy == (int(logp[0].argmax()) == ids[0] and int(logp[1].argmax()) == ids[1])
+    assert (ll3, g3) == (0.0, True)
+    # loglikelihood_rolling: lm-eval's disjoint windows (each fits the block), every token
+    # scored once, each window by one plain forward pass
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    text = "the quick brown fox jumps over the lazy dog " * 3
+    (rolling,) = lm.loglikelihood_rolling(_requests("loglikelihood_rolling", [(text,)]))
+    total, scored = 0.0, 0
+    with torch.inference_mode():
+        for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(
+                TOK.encode(text), prefix_token=0, max_seq_len=31, context_len=1)):
+            seq = list(ctx) + list(pred)
+            assert len(seq) <= 32
+            lp = torch.log_softmax(model(torch.tensor([seq]))[0][0], -1)
+            total += sum(float(lp[len(ctx) - 1 + j, t]) for j, t in enumerate(pred))
+            scored += len(pred)
+    assert scored == len(text)
+    assert rolling == pytest.approx(total, abs=1e-3)
+    # generate_until: greedy, cut at the until strings, budget capped at half the block
+    outs = lm.generate_until(_requests("generate_until", [
+        ("A 12+34=", {"until": ["\n"], "max_gen_toks": 5}),
+        ("A 12+34=", {"until": ["zz", "\n"], "max_gen_toks": 500, "do_sample": False}),
+        ("", {"until": "\n"})]))
+    stop = ev.stop_token_ids(TOK, ["\n"])
+    ref = ev.greedy_generate(model, [TOK.encode("A 12+34=")], [5], stop)[0]
+    assert outs[0] == TOK.decode(ref)
+    assert len(outs[1]) <= 16 and "zz" not in outs[1]
+    assert isinstance(outs[2], str)
+    # Text outside the char alphabet is scored, not refused.
+    assert math.isfinite(lm.loglikelihood(_requests("loglikelihood", [("héllo", " wörld")]))[0][0])
+
+
+def test_resolve_checkpoint(tmp_path):
+    run = save_untrained(tmp_path / "run")
+    save_untrained(run, step=5)
+    last = list_checkpoints(run)[-1][1]
+    assert resolve_checkpoint(run) == last == resolve_checkpoint(run / "checkpoints")
+    assert resolve_checkpoint(last) == last
+    with pytest.raises(Exception, match="no such checkpoint"):
+        resolve_checkpoint(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_export_and_errors(tmp_path, capsys):
+    assert cli_main(["export", str(tmp_path / "out"), "--tasks", "copy_4,icl_2shot"]) == 0
+    assert (tmp_path / "out" / "probe_copy_4.yaml").is_file()
+    assert (tmp_path / "out" / "probe_icl_2shot.jsonl").is_file()
+    assert cli_main(["export", str(tmp_path / "x"), "--tasks", "copy_99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "copy_99" in err and "\n" not in err
+
+
+def test_cli_passes_through_to_lm_eval(tmp_path, monkeypatch, capsys):
+    run = save_untrained(tmp_path / "run")
+    monkeypatch.setenv("SCALING_LM_EVAL_TASKS", str(tmp_path / "auto"))
+    monkeypatch.setattr(registry, "TASK_MODULES", ["copy", "icl"])  # keep the export small
+    code = cli_main(["run", "--model", "scaling", "--model_args", f"checkpoint={run}",
+                     "--tasks", "probe_copy_4,probe_icl_4shot", "--limit", "3",
+                     "--output_path", str(tmp_path / "results")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "probe_copy_4" in out and "exact_match" in out
+    assert (tmp_path / "auto" / "char" / "probe_icl_8shot.yaml").is_file()  # auto-exported
+    assert list((tmp_path / "results").rglob("results_*.json"))
