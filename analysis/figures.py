@@ -28,7 +28,9 @@ MAX_PANELS = 40  # one panel per task setting; more would be unreadable (and slo
 LOSS_LABEL = "validation loss (cross-entropy, nats/token)"
 METRIC_LABELS = {"exact_match": "exact match", "token_accuracy": "token accuracy",
                  "edit_similarity": "edit similarity",
-                 "answer_logprob": "answer log-prob (nats)"}
+                 "answer_logprob": "answer log-prob (nats)", "accuracy": "accuracy",
+                 "gold_prob": "gold-option probability"}
+UNIT_METRICS = ("exact_match", "token_accuracy", "edit_similarity", "accuracy", "gold_prob")
 AXIS_LABELS = {"params": "parameters", "flops": "training compute (FLOPs)",
                "tokens": "training tokens", "loss": LOSS_LABEL}
 
@@ -157,22 +159,33 @@ def _draw_metric(ax, g: pd.DataFrame, verdict=None, color="C0", label=None):
         ax.axvline(verdict.threshold, color="darkorange", lw=1)
 
 
-def metric_vs_params(last: pd.DataFrame, verdicts: dict, path: Path,
-                     metric: str = "exact_match") -> Path | None:
-    """Wei et al. style: the metric at each run's last checkpoint against parameters, one
-    panel per (task, shots), chance dashed, the threshold interval shaded when emergent."""
-    sub = last[last.metric == metric]
+def _pick(last: pd.DataFrame, pairs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of `last` holding, for each (task, shots), the metric named in pairs[column]."""
+    keys = pairs[pairs[column] != ""][["task", "shots", column]]
+    return last.merge(keys.rename(columns={column: "metric"}), on=["task", "shots", "metric"])
+
+
+def _metric_label(metrics) -> str:
+    return " / ".join(METRIC_LABELS.get(m, m) for m in sorted(set(metrics)))
+
+
+def metric_vs_params(last: pd.DataFrame, verdicts: dict, pairs: pd.DataFrame,
+                     path: Path) -> Path | None:
+    """Wei et al. style: each probe's discontinuous metric (exact match, or accuracy for
+    multiple choice) at each run's last checkpoint against parameters, one panel per
+    (task, shots), chance dashed, the threshold interval shaded when emergent."""
+    sub = _pick(last, pairs, "discontinuous")
     if sub.empty:
         return None
     groups = sorted(sub.groupby(["task", "shots"]), key=lambda kv: _natural(kv[0]))
     n_all, groups = len(groups), groups[:MAX_PANELS]
-    label = METRIC_LABELS.get(metric, metric)
+    label = _metric_label(sub.metric)
     # 0-1 scores share one y range, so noise around chance does not look like a trend
     unit_range = bool(sub.value.between(0, 1).all())
     with _style():
         fig, axes = _panel_grid(len(groups), 5, sharey=unit_range)
         for i, (ax, ((task, shots), g)) in enumerate(zip(axes, groups)):
-            v = verdicts.get((task, shots, metric, "params"))
+            v = verdicts.get((task, shots, g.metric.iloc[0], "params"))
             _draw_metric(ax, g, v)
             chance = _chance(g)
             if np.isfinite(chance):
@@ -194,22 +207,24 @@ def _natural(key: tuple) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(key[0]))] + [key[1]]
 
 
-def mirage_panels(last: pd.DataFrame, verdicts: dict, path: Path, tasks: list[tuple],
-                  continuous: str = "token_accuracy") -> Path | None:
-    """Exact match and a continuous metric side by side, one row per (task, shots)."""
-    metrics = ["exact_match", continuous]
-    if not tasks or last[last.metric.isin(metrics)].empty:
+def mirage_panels(last: pd.DataFrame, verdicts: dict, pairs: pd.DataFrame,
+                  path: Path) -> Path | None:
+    """The discontinuous metric and a continuous one side by side, one row per (task, shots)
+    of `pairs` (columns task, shots, discontinuous, continuous)."""
+    pairs = pairs[(pairs.discontinuous != "") & (pairs.continuous != "")]
+    if pairs.empty:
         return None
+    n = len(pairs)
     with _style():
-        fig, axes = plt.subplots(len(tasks), 2, figsize=(8, 2.4 * len(tasks) + 0.7),
-                                 squeeze=False, sharex=True)
-        fig.subplots_adjust(left=0.1, right=0.97, bottom=0.6 / (2.4 * len(tasks) + 0.7),
-                            top=1 - 0.7 / (2.4 * len(tasks) + 0.7), hspace=0.45, wspace=0.3)
-        for row, (task, shots) in enumerate(tasks):
-            for col, metric in enumerate(metrics):
+        fig, axes = plt.subplots(n, 2, figsize=(8, 2.4 * n + 0.7), squeeze=False, sharex=True)
+        fig.subplots_adjust(left=0.1, right=0.97, bottom=0.6 / (2.4 * n + 0.7),
+                            top=1 - 0.7 / (2.4 * n + 0.7), hspace=0.45, wspace=0.3)
+        for row, r in enumerate(pairs.itertuples()):
+            for col, metric in enumerate((r.discontinuous, r.continuous)):
                 ax = axes[row, col]
-                g = last[(last.task == task) & (last.shots == shots) & (last.metric == metric)]
-                v = verdicts.get((task, shots, metric, "params"))
+                g = last[(last.task == r.task) & (last.shots == r.shots)
+                         & (last.metric == metric)]
+                v = verdicts.get((r.task, r.shots, metric, "params"))
                 if not g.empty:
                     _draw_metric(ax, g, v, color=f"C{col}")
                     chance = _chance(g)
@@ -218,8 +233,8 @@ def mirage_panels(last: pd.DataFrame, verdicts: dict, path: Path, tasks: list[tu
                     if g.value.between(0, 1).all():  # same scale as a 0-1 score
                         ax.set_ylim(-0.03, max(0.2, float(g.value.max()) * 1.08))
                 _log_x(ax)
-                ax.set_title(f"{task} ({shots}-shot), {METRIC_LABELS.get(metric, metric)}: "
-                             f"{v.verdict if v else 'no data'}", fontsize=8.5)
+                ax.set_title(f"{r.task} ({r.shots}-shot), {METRIC_LABELS.get(metric, metric)}"
+                             f": {v.verdict if v else 'no data'}", fontsize=8.5)
                 ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         for ax in axes[-1]:
             ax.set_xlabel("parameters (log scale)")
@@ -227,24 +242,28 @@ def mirage_panels(last: pd.DataFrame, verdicts: dict, path: Path, tasks: list[tu
         return _save(fig, path, tight=False)
 
 
-def exact_match_heatmap(last: pd.DataFrame, path: Path) -> Path | None:
-    """Task x rung heatmap of exact match at each run's last checkpoint (seeds averaged)."""
-    sub = last[last.metric == "exact_match"]
+def discontinuous_heatmap(last: pd.DataFrame, pairs: pd.DataFrame, path: Path) -> Path | None:
+    """Task x rung heatmap of each probe's discontinuous metric (exact match, or accuracy
+    for multiple choice) at each run's last checkpoint, seeds averaged."""
+    sub = _pick(last, pairs, "discontinuous")
     if sub.empty:
         return None
+    label = _metric_label(sub.metric)
     rungs = _rung_order(sub)
     sub = sub.assign(probe=sub.task + " (" + sub.shots.astype(str) + "-shot)")
     table = sub.pivot_table(index="probe", columns="rung", values="value", aggfunc="mean")
+    table = table.loc[sorted(table.index, key=lambda p: _natural((p, 0)))]
     table = table[[r for r in rungs if r in table.columns]]
     sizes = sub.groupby("rung").params.max()
     table.columns = [f"{r}\n{sizes[r]:.2g}" for r in table.columns]
     with _style():
-        fig, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1],
+        fig, ax = plt.subplots(figsize=(1.6 + 0.9 * table.shape[1],
                                         1.2 + 0.35 * table.shape[0]))
         sns.heatmap(table, annot=table.shape[1] * table.shape[0] <= 400, fmt=".2f",
                     cmap="viridis", vmin=0, vmax=1, ax=ax,
-                    cbar_kws={"label": "exact match (last checkpoint)"})
-        ax.set(xlabel="rung (parameters)", ylabel="task", title="Exact match by task and rung")
+                    cbar_kws={"label": f"{label} (last checkpoint)"})
+        ax.set(xlabel="rung (parameters)", ylabel="task",
+               title=f"{label[0].upper() + label[1:]} by task and rung")
         return _save(fig, path)
 
 
@@ -253,8 +272,7 @@ def backtest_plot(bt: pd.DataFrame, path: Path) -> Path | None:
     if bt.empty or not np.isfinite(bt.predicted).any():
         return None
     loss = bt[bt.method == "power_law"]
-    tasks = bt[(bt.method == "two_step") & bt.metric.isin(["exact_match", "token_accuracy",
-                                                            "edit_similarity"])]
+    tasks = bt[(bt.method == "two_step") & bt.metric.isin(UNIT_METRICS)]
     with _style():
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
         for ax, data, title, hue in ((axes[0], loss, "validation loss", None),

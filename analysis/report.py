@@ -183,12 +183,13 @@ def _section_emergence(em: pd.DataFrame) -> list[str]:
 
 def _section_mirage(mir: pd.DataFrame) -> list[str]:
     out = ["## Mirage check (Schaeffer et al. 2023)", ""]
-    if mir[mir.exact_match == "emergent"].empty:
-        out.append("No task was emergent under exact match, so there is no emergence to "
-                   "test for a metric artifact.")
+    if mir[mir.discontinuous_verdict == "emergent"].empty:
+        out.append("No task was emergent under its discontinuous metric (exact match, or "
+                   "accuracy for multiple choice), so there is no emergence to test for a "
+                   "metric artifact.")
     else:
-        for label, text in (("mirage", "Metric artifact (emergent under exact match, smooth "
-                                       "under a continuous metric)"),
+        for label, text in (("mirage", "Metric artifact (emergent under exact match or "
+                                       "accuracy, smooth under a continuous metric)"),
                             ("survives_continuous", "Abruptness survives a continuous metric"),
                             ("inconclusive", "Inconclusive (continuous metrics flat or "
                                              "missing)")):
@@ -223,8 +224,8 @@ def _section_backtest(bt: pd.DataFrame) -> list[str]:
                       "after holding out the largest.", ""]
     for h, g in bt.groupby("holdout"):
         loss = g[g.method == "power_law"]
-        task = g[(g.method == "two_step") & g.metric.isin(
-            ["exact_match", "token_accuracy", "edit_similarity"])].dropna(subset=["abs_error"])
+        task = g[(g.method == "two_step") & g.metric.isin(figures.UNIT_METRICS)].dropna(
+            subset=["abs_error"])
         held = ", ".join(sorted(set(g.rung.astype(str))))
         line = (f"- Holding out the {h} largest size(s) ({held}): validation loss mean "
                 f"absolute error {_num(loss.abs_error.mean())} (relative "
@@ -392,19 +393,22 @@ def _build(df: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
 
     figdir = tmp / "figures"
     last = emergence.last_checkpoints(df)
-    emergent_exact = mir[mir.exact_match == "emergent"][["task", "shots"]]
-    others = mir[mir.exact_match != "emergent"][["task", "shots"]]
-    side_by_side = [tuple(r) for r in pd.concat([emergent_exact, others]).head(4).to_numpy()]
+    pairs = mirage.metric_pairs(emergence.probe_rows(last))
+    # side by side: the emergent ones first (those are what the mirage question is about)
+    emergent = {(r.task, r.shots) for r in mir.itertuples()
+                if r.discontinuous_verdict == "emergent"}
+    first = [(t, s) in emergent for t, s in zip(pairs.task, pairs.shots)]
+    side_by_side = pairs.assign(first=first).sort_values(
+        "first", ascending=False, kind="stable").head(4)
     figs = {
         "loss_vs_compute": figures.loss_vs_compute(df, laws.get("power_law_flops"),
                                                    figdir / "loss_vs_compute.png"),
-        "exact_match_vs_params": figures.metric_vs_params(last, em_verdicts,
-                                                          figdir / "exact_match_vs_params.png"),
-        "exact_vs_continuous": figures.mirage_panels(last, em_verdicts,
-                                                     figdir / "exact_vs_continuous.png",
-                                                     side_by_side),
-        "exact_match_heatmap": figures.exact_match_heatmap(last,
-                                                           figdir / "exact_match_heatmap.png"),
+        "probes_vs_params": figures.metric_vs_params(last, em_verdicts, pairs,
+                                                     figdir / "probes_vs_params.png"),
+        "discontinuous_vs_continuous": figures.mirage_panels(
+            last, em_verdicts, side_by_side, figdir / "discontinuous_vs_continuous.png"),
+        "task_rung_heatmap": figures.discontinuous_heatmap(last, pairs,
+                                                           figdir / "task_rung_heatmap.png"),
         "training_curves": figures.training_curves(df, figdir / "training_curves.png"),
         "backtest": figures.backtest_plot(bt, figdir / "backtest.png"),
     }
@@ -434,7 +438,8 @@ writes into DIR:
   emergence.csv  verdict per (task, shots, metric, axis): emergent, smooth, flat or
                  insufficient_data, with the threshold and its 95% interval
   dynamics.csv   the same along training within each run, with the step of the transition
-  mirage.csv     exact match vs continuous metrics: is the emergence a metric artifact?
+  mirage.csv     discontinuous (exact match, accuracy) vs continuous metrics: is the
+                 emergence a metric artifact?
   fits.csv       every fitted curve: parameters, 95% intervals, goodness of fit, status
   backtest.csv   the largest rungs predicted from the smaller ones
   report.md, report.html, figures/*.png

@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         n_examples = sum(len(t.examples()) for t in tasks)
         instances_s = time.perf_counter() - t0
-        names = export(tmp / "tasks", tasks=tasks)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        names = export(tmp / "tasks", tasks=tasks, tokenizer=json.loads(
+            ckpt.with_suffix(".json").read_text()).get("tokenizer", "char"),
+            block_size=state["model_config"]["block_size"])
 
         with torch.inference_mode():  # warm-up: torch's first ops pay one-time costs
             model, _ = load_model(ckpt)

@@ -18,10 +18,11 @@ How a task is scored (all batched, fp32, under torch.inference_mode):
 2. Multiple choice: every option's summed log-likelihood; the prompt is run once and the
    options continue from its KV cache (`choice_logprobs`).
 
-Context longer than the model's block size is cut on the left: scoring conditions each
-answer token on the last `block_size` tokens ending at it, and decoding keeps the last
-`block_size - max_new` tokens of the prompt. The lm-eval backend (scaling/lm_eval_backend.py)
-calls the same functions, which is why both paths give the same scores.
+A prompt longer than the model's window is cut on the left so that the answer and the
+decoding budget fit (`scaling.tasks.base.fit_context`): every metric of an instance sees
+the same prompt window. The lm-eval backend (scaling/lm_eval_backend.py) calls the same
+functions, and the exported tasks carry prompts cut the same way, which is why both paths
+give the same scores.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ from scaling.checkpoint import CheckpointError, list_checkpoints, load_model, re
 from scaling.metrics import aggregate, choice_scores, cut_at_stops, generate_scores
 from scaling.results import KEY, RESULTS_FILE, ResultsError, append_rows, read_file
 from scaling.tasks import GENERATE, Task, UnknownTaskError, get_tasks
+from scaling.tasks.base import EXTRA_TOKENS, fit_context, generation_budget, room_needed
 
 DEFAULT_BATCH_SIZE = 256  # rows per forward pass; eval sequences are short (< block_size)
 # Intra-op threads on CPU. Eval batches are small matmuls: a second OpenMP thread gains
 # little, and on a shared machine a parallel region waits for a descheduled thread (we
 # measured 100x stalls on a busy 2-core box). 0 = torch's default.
 DEFAULT_THREADS = 1
-EXTRA_TOKENS = 2  # greedy decoding may run this many tokens past the gold answer's length
 
 
 class EvalError(RuntimeError):
@@ -153,11 +154,6 @@ def score_continuations(model, pairs: Sequence[tuple[list[int], list[int]]],
             out.append(ContinuationScore(np.concatenate(parts_lp[i]),
                                          np.array([a[0] for a in parts_am[i]])))
     return out
-
-
-def generation_budget(requested: int, block_size: int) -> int:
-    """New tokens actually decoded: at most half the block, so the prompt keeps room."""
-    return max(1, min(int(requested), block_size // 2))
 
 
 @torch.inference_mode()
@@ -401,17 +397,21 @@ def score_task(model, tokenizer, prep: Prepared,
                batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, tuple[float, float]]:
     """metric -> (mean, stderr) of one task on one model."""
     task = prep.task
+    block = model.cfg.block_size
     if task.kind == GENERATE:
         stop_ids = stop_token_ids(tokenizer, task.stop)
-        tf, outs = teacher_force_and_decode(model, prep.contexts, prep.golds, stop_ids,
-                                            batch_size)
+        contexts = [fit_context(c, room_needed(GENERATE, len(g), block), block)
+                    for c, g in zip(prep.contexts, prep.golds)]
+        tf, outs = teacher_force_and_decode(model, contexts, prep.golds, stop_ids, batch_size)
         per = []
         for ex, gold, s, out in zip(prep.examples, prep.golds, tf, outs):
             pred = cut_at_stops(tokenizer.decode(out), task.stop)
             per.append(generate_scores(pred, ex.answer, s.logprobs,
                                        s.argmax[: len(gold)] == np.asarray(gold)))
         return aggregate(per)
-    lls = choice_logprobs(model, prep.contexts, prep.choices, batch_size)
+    contexts = [fit_context(c, room_needed(task.kind, max(map(len, opts)), block), block)
+                for c, opts in zip(prep.contexts, prep.choices)]
+    lls = choice_logprobs(model, contexts, prep.choices, batch_size)
     return aggregate([choice_scores(ll, gi) for ll, gi in zip(lls, prep.gold_index)])
 
 

@@ -9,8 +9,8 @@
 Importing this module registers the model (`@register_model("scaling")`); lm-eval's own
 `lm_eval` command cannot see a model registered by another package, so `scaling lm-eval`
 registers it and then hands every argument to lm-eval's CLI unchanged, adding
-`--include_path` of the exported probe tasks (exported on first use, refreshed when the
-registry changes) unless one is given.
+`--include_path` of the exported probe tasks (exported on first use for the checkpoint's
+tokenizer and block size, refreshed when the registry changes) unless one is given.
 
 model_args: checkpoint=PATH (a step_*.pt file, or a run directory for its last checkpoint),
 batch_size=N (rows per forward pass; lm-eval's --batch_size is used when it is not its
@@ -31,8 +31,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
+
+try:
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
+except ImportError as exc:  # lm-eval is optional: pip install 'scaling[lmeval]'
+    _MISSING: ImportError | None = exc
+    LM = object
+
+    def register_model(*_names):
+        return lambda cls: cls
+else:
+    _MISSING = None
 
 from scaling.checkpoint import CheckpointError, list_checkpoints, load_model, read_metadata
 from scaling.evaluate import (
@@ -210,17 +220,21 @@ def _option(argv: list[str], name: str) -> str | None:
     return None
 
 
-def _tokenizer_of(argv: list[str]) -> str:
-    """The tokenizer of the checkpoint named in --model_args (default "char")."""
+def _checkpoint_info(argv: list[str]) -> tuple[str, int | None]:
+    """(tokenizer, block size) of the checkpoint named in --model_args, if any."""
     args = _option(argv, "--model_args") or _option(argv, "-a") or ""
     for part in args.replace(" ", ",").split(","):
         if part.startswith("checkpoint="):
             try:
-                return read_metadata(resolve_checkpoint(part.split("=", 1)[1])).get(
-                    "tokenizer", "char")
-            except CheckpointError:
-                return "char"
-    return "char"
+                path = resolve_checkpoint(part.split("=", 1)[1])
+                tokenizer = read_metadata(path).get("tokenizer", "char")
+                from scaling.checkpoint import load_checkpoint
+
+                state, _ = load_checkpoint(path)
+                return tokenizer, int(state["model_config"]["block_size"])
+            except (CheckpointError, KeyError):
+                break
+    return "char", None
 
 
 def export_main(argv: list[str]) -> int:
@@ -236,9 +250,14 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("dir", help="output directory (pass it to lm-eval as --include_path)")
     p.add_argument("--tasks", default="default", help="comma-separated task names or ids")
     p.add_argument("--tokenizer", default="char", help="tokenizer of the checkpoints to score")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="context length of the checkpoints: prompts are cut to the window "
+                        "the native evaluator uses (needed for equal scores on prompts "
+                        "longer than the block)")
     args = p.parse_args(argv)
     try:
-        names = export(args.dir, tasks=args.tasks, tokenizer=args.tokenizer)
+        names = export(args.dir, tasks=args.tasks, tokenizer=args.tokenizer,
+                       block_size=args.block_size)
     except (UnknownTaskError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -256,13 +275,18 @@ def cli_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "export":
         return export_main(argv[1:])
+    if _MISSING is not None:
+        print(f"error: lm-eval is not installed ({_MISSING}); pip install 'scaling[lmeval]'",
+              file=sys.stderr)
+        return 2
     wants_help = not argv or any(a in ("-h", "--help") for a in argv)
     if not wants_help and _option(argv, "--include_path") is None:
         from scaling.lm_eval_tasks import default_dir, export
 
-        tokenizer = _tokenizer_of(argv)
-        folder = default_dir() / ("char" if tokenizer == "char" else Path(tokenizer).stem)
-        export(folder, tokenizer=tokenizer, force=False)
+        tokenizer, block = _checkpoint_info(argv)
+        name = "char" if tokenizer == "char" else Path(tokenizer).stem
+        folder = default_dir() / (f"{name}-block{block}" if block else name)
+        export(folder, tokenizer=tokenizer, block_size=block, force=False)
         argv += ["--include_path", str(folder)]
     from lm_eval.__main__ import cli_evaluate
 

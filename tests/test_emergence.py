@@ -114,7 +114,8 @@ def test_mirage_flags_p_to_the_L():
                   "edit_similarity": 0.5 + 0.5 * p, "answer_logprob": 5 * np.log(p) + jitter})
     em, _ = emergence.detect(df, n_boot=20)
     row = mirage.mirage_table(em).iloc[0]
-    assert row.exact_match == "emergent" and row.token_accuracy == "smooth"
+    assert row.discontinuous_metric == "exact_match" and row.token_accuracy == "smooth"
+    assert row.discontinuous_verdict == "emergent" and row.gold_prob == ""
     assert bool(row.mirage) and row.label == "mirage"
 
 
@@ -124,8 +125,22 @@ def test_sharp_continuous_metric_is_not_a_mirage():
                   "edit_similarity": binomial(sharp, 3)})
     em, _ = emergence.detect(df, n_boot=20)
     row = mirage.mirage_table(em).iloc[0]
-    assert row.exact_match == "emergent" and row.token_accuracy == "emergent"
+    assert row.discontinuous_verdict == "emergent" and row.token_accuracy == "emergent"
     assert not row.mirage and row.label == "survives_continuous"
+
+
+def test_multiple_choice_mirage_uses_accuracy_and_gold_prob():
+    p = 0.3 + 0.68 * (U - 5) / 3
+    df = _ladder({"accuracy": binomial(p ** 5, 1), "gold_prob": binomial(p, 2)})
+    em, _ = emergence.detect(df, n_boot=0)
+    row = mirage.mirage_table(em).iloc[0]
+    assert row.discontinuous_metric == "accuracy" and row.label == "mirage"
+
+
+def test_metric_kinds_match_the_harness():
+    from scaling import metrics
+    assert set(mirage.DISCONTINUOUS) == set(metrics.DISCONTINUOUS)
+    assert set(mirage.CONTINUOUS) == set(metrics.CONTINUOUS)
 
 
 def test_detect_uses_last_checkpoint_and_val_loss():

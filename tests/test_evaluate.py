@@ -135,9 +135,10 @@ def test_score_continuations_match_a_plain_forward():
                 assert not s.has_next
 
 
-def test_greedy_generate_matches_plain_decoding():
-    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=32),
-                seed=5).eval()
+@pytest.mark.parametrize("pos", ["learned", "rotary", "sinusoidal"])
+def test_greedy_generate_matches_plain_decoding(pos):
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=32,
+                          pos=pos), seed=5).eval()
     rng = np.random.default_rng(1)
     prompts = [rng.integers(2, 96, rng.choice([3, 5, 40])).tolist() for _ in range(30)]
     budgets = rng.integers(1, 9, len(prompts)).tolist() + []
@@ -149,9 +150,10 @@ def test_greedy_generate_matches_plain_decoding():
         assert len(g) <= ev.generation_budget(b, 32) and not set(g) & stops
 
 
-def test_choice_logprobs_match_pairwise_scoring():
-    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=24),
-                seed=2).eval()
+@pytest.mark.parametrize("pos", ["learned", "rotary"])
+def test_choice_logprobs_match_pairwise_scoring(pos):
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=24,
+                          pos=pos), seed=2).eval()
     rng = np.random.default_rng(2)
     contexts = [rng.integers(2, 96, rng.choice([4, 4, 9, 22])).tolist() for _ in range(25)]
     options = [[rng.integers(2, 96, rng.integers(1, 5)).tolist()

@@ -92,8 +92,8 @@ def native_scores(run_dir, step, tasks):
     return {(r.task, r.shots, r.metric): r.value for r in df.itertuples()}
 
 
-def lm_eval_scores(ckpt_path, tasks, folder, batch_size=16):
-    names = export(folder, tasks=tasks)
+def lm_eval_scores(ckpt_path, tasks, folder, batch_size=16, block_size=128):
+    names = export(folder, tasks=tasks, block_size=block_size)
     tm = TaskManager(include_path=str(folder), include_defaults=False)
     out = lm_eval.simple_evaluate(model="scaling",
                                   model_args=f"checkpoint={ckpt_path},batch_size={batch_size}",
@@ -299,5 +299,5 @@ def test_cli_passes_through_to_lm_eval(tmp_path, monkeypatch, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "probe_copy_4" in out and "exact_match" in out
-    assert (tmp_path / "auto" / "char" / "probe_icl_8shot.yaml").is_file()  # auto-exported
+    assert (tmp_path / "auto" / "char-block128" / "probe_icl_8shot.yaml").is_file()  # exported
     assert list((tmp_path / "results").rglob("results_*.json"))

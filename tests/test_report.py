@@ -31,6 +31,8 @@ def make_results(n_rungs: int = 6, tasks: dict | None = None, *, steps=STEPS, n:
       exact match = p^L with L = 8 answer tokens.
     - "smooth": p linear in the loss (0.15 to 0.6 over the ladder), exact match = p.
     - "flat": every score at chance plus noise.
+    - "choice": a multiple-choice probe (metrics accuracy and gold_prob, chance 1/4) whose
+      accuracy rises smoothly from chance.
     """
     tasks = tasks or {"addition": "mirage", "copy": "smooth", "chain": "flat"}
     rng = np.random.default_rng(seed)
@@ -63,11 +65,18 @@ def make_results(n_rungs: int = 6, tasks: dict | None = None, *, steps=STEPS, n:
                               0.2 + 0.8 * p + 0.01 * rng.standard_normal(), 0, 1)),
                           "answer_logprob": length * np.log(p) + 0.05 * rng.standard_normal(),
                           "contains": rng.binomial(n, min(1.0, 1.2 * p)) / n}
-                for metric in metrics:
+                if kind == "choice":
+                    q = float(np.clip(0.25 + 0.3 * (4.4 - loss), 0.25, 0.95))
+                    scores = {"accuracy": rng.binomial(n, q) / n,
+                              "gold_prob": float(np.clip(q - 0.05 + 0.01 * rng.standard_normal(),
+                                                         0, 1))}
+                    chance = 0.25
+                for metric in metrics if kind != "choice" else ("accuracy", "gold_prob"):
                     row = dict(base, task=task, shots=0 if kind != "smooth" else 3,
                                metric=metric, value=float(scores[metric]), n=n)
                     if optional:
-                        row["chance"] = chance if metric == "exact_match" else np.nan
+                        row["chance"] = chance if metric in ("exact_match", "accuracy") \
+                            else np.nan
                     rows.append(row)
     return pd.DataFrame(rows)
 
@@ -80,14 +89,15 @@ def _run(tmp_path, df, name="results.csv", extra=()):
 
 
 def test_report_end_to_end(tmp_path, capsys):
-    rc, out = _run(tmp_path, make_results())
+    rc, out = _run(tmp_path, make_results(tasks={"addition": "mirage", "copy": "smooth",
+                                                 "chain": "flat", "quiz": "choice"}))
     assert rc == 0, capsys.readouterr().err
     for f in ("emergence.csv", "dynamics.csv", "mirage.csv", "fits.csv", "backtest.csv",
               "report.md", "report.html"):
         assert (out / f).is_file(), f
     pngs = {p.name for p in (out / "figures").glob("*.png")}
-    assert {"loss_vs_compute.png", "exact_match_vs_params.png", "exact_vs_continuous.png",
-            "exact_match_heatmap.png", "training_curves.png", "backtest.png"} <= pngs
+    assert {"loss_vs_compute.png", "probes_vs_params.png", "discontinuous_vs_continuous.png",
+            "task_rung_heatmap.png", "training_curves.png", "backtest.png"} <= pngs
     assert not list(tmp_path.glob(".out.tmp-*")), "temporary build dir left behind"
 
     em = pd.read_csv(out / "emergence.csv")
@@ -108,6 +118,9 @@ def test_report_end_to_end(tmp_path, capsys):
     # planted flat task: flat everywhere it has enough points
     assert set(em[(em.task == "chain") & (em.axis != "tokens")].verdict) == {"flat"}
     assert mir.set_index("task").loc["chain", "label"] == "not_emergent"
+    # multiple choice: accuracy is its discontinuous metric, rising smoothly from chance
+    assert mir.set_index("task").loc["quiz", "discontinuous_metric"] == "accuracy"
+    assert verdict("quiz", "accuracy") == "smooth"
     # one token budget per size: the tokens axis has one value
     assert set(em[em.axis == "tokens"].verdict) == {"insufficient_data"}
 

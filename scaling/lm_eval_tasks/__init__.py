@@ -24,12 +24,12 @@ from pathlib import Path
 import yaml
 
 from scaling.tasks import GENERATE, Task, get_tasks
+from scaling.tasks.base import EXTRA_TOKENS, fit_context, room_needed
 
 TAG = "scaling_probes"
 PREFIX = "probe_"
 MANIFEST = "MANIFEST.json"
 HOOKS = "scaling.lm_eval_tasks.hooks"
-EXTRA_TOKENS = 2  # as scaling.evaluate.EXTRA_TOKENS (kept import-free of torch)
 
 
 def lm_eval_name(task: Task) -> str:
@@ -46,11 +46,21 @@ def default_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "scaling" / "lm_eval_tasks"
 
 
-def _docs(task: Task, tokenizer) -> list[dict]:
+def _docs(task: Task, tokenizer, block_size: int | None) -> list[dict]:
     docs = []
     for i, ex in enumerate(task.examples()):
+        context = task.context(ex)
+        if task.kind == GENERATE:
+            answer = len(tokenizer.encode(ex.answer))
+        else:
+            answer = max(len(tokenizer.encode(c)) for c in ex.choices)
+        if block_size:  # the prompt window the native evaluator uses for this block size
+            tokens = tokenizer.encode(context)
+            cut = fit_context(tokens, room_needed(task.kind, answer, block_size), block_size)
+            if len(cut) < len(tokens):
+                context = tokenizer.decode(cut)
         doc = {"id": i, "task": task.name, "shots": task.shots_column,
-               "context": task.context(ex), "answer": ex.answer}
+               "context": context, "answer": ex.answer}
         if task.kind == GENERATE:
             pieces = [tokenizer.decode([t]) for t in tokenizer.encode(ex.answer)]
             doc.update(answer_pieces=pieces, stop=list(task.stop),
@@ -109,27 +119,31 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(_Function, lambda d, v: d.represent_scalar("!function", str(v)))
 
 
-def fingerprint(tasks: list[Task], tokenizer_name: str) -> str:
-    """Hash of what an export depends on: the task definitions and the tokenizer."""
+def fingerprint(tasks: list[Task], tokenizer_name: str, block_size: int | None) -> str:
+    """Hash of what an export depends on: task definitions, tokenizer and block size."""
     from scaling.data.corpus import DATA_VERSION
 
     payload = [repr(t) + type(t).__qualname__ for t in tasks]
-    text = json.dumps([payload, tokenizer_name, DATA_VERSION, PREFIX])
+    text = json.dumps([payload, tokenizer_name, block_size, DATA_VERSION, PREFIX])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def export(out_dir, tasks=None, tokenizer: str = "char", force: bool = True) -> list[str]:
+def export(out_dir, tasks=None, tokenizer: str = "char", block_size: int | None = None,
+           force: bool = True) -> list[str]:
     """Write YAML + JSONL for each task into `out_dir`; returns the lm-eval task names.
 
     tasks: as scaling.tasks.get_tasks (None = every registered task). tokenizer: splits gold
     answers into the per-token pieces scored by token_accuracy (use the checkpoints'
-    tokenizer). With force=False an export whose MANIFEST matches is left as it is.
+    tokenizer). block_size: the models' context; prompts are cut to the window the native
+    evaluator uses, so that scores agree (None: prompts kept whole, which only matters for
+    prompts longer than the block). With force=False an export whose MANIFEST matches is
+    left as it is.
     """
     from scaling.data.tokenizer import get_tokenizer
 
     out = Path(out_dir)
     task_list = get_tasks(tasks)
-    fp = fingerprint(task_list, tokenizer)
+    fp = fingerprint(task_list, tokenizer, block_size)
     names = [lm_eval_name(t) for t in task_list]
     manifest_path = out / MANIFEST
     old: dict = {}
@@ -145,13 +159,14 @@ def export(out_dir, tasks=None, tokenizer: str = "char", force: bool = True) -> 
     for task, name in zip(task_list, names):
         data_file = out / f"{name}.jsonl"
         tmp = data_file.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(d) + "\n" for d in _docs(task, tok)))
+        tmp.write_text("".join(json.dumps(d) + "\n" for d in _docs(task, tok, block_size)))
         os.replace(tmp, data_file)
         text = yaml.dump(task_yaml(task, data_file), Dumper=_Dumper, sort_keys=False)
         (out / f"{name}.yaml").write_text(text)
     for stale in set(old.get("tasks", [])) - set(names):  # tasks since removed
         for suffix in (".yaml", ".jsonl"):
             (out / f"{stale}{suffix}").unlink(missing_ok=True)
-    manifest = {"fingerprint": fp, "tokenizer": tokenizer, "tag": TAG, "tasks": names}
+    manifest = {"fingerprint": fp, "tokenizer": tokenizer, "block_size": block_size,
+                "tag": TAG, "tasks": names}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return names

@@ -6,6 +6,9 @@ generators that wrote the training corpus, restricted to the held-out split that
 never contains. Each instance is shown to the model as a fresh line: the context is
 LINE_START + prompt, because every example in the corpus follows a line break.
 
+A prompt longer than the model's window is cut on the left (`fit_context`) so that the
+answer and the decoding budget fit: all metrics of an instance see the same prompt window.
+
 A task whose instances do not come from a corpus skill subclasses `Task` and overrides
 `examples()` (see the README's "Adding a probe task").
 """
@@ -25,6 +28,33 @@ KINDS = (GENERATE, MULTIPLE_CHOICE)
 LINE_START = "\n"
 DEFAULT_N = 500
 DEFAULT_SEED = 1234
+# Greedy decoding may run this many tokens past the gold answer's length.
+EXTRA_TOKENS = 2
+
+
+def generation_budget(requested: int, block_size: int) -> int:
+    """New tokens actually decoded: at most half the block, so the prompt keeps room."""
+    return max(1, min(int(requested), block_size // 2))
+
+
+def room_needed(kind: str, answer_tokens: int, block_size: int) -> int:
+    """Positions an instance needs after its context: the answer and the decoding budget
+    (generation; answer_tokens = gold length) or the longest option (multiple choice)."""
+    if kind == GENERATE:
+        return max(answer_tokens, generation_budget(answer_tokens + EXTRA_TOKENS, block_size))
+    return answer_tokens
+
+
+def fit_context(tokens: list[int], need: int, block_size: int) -> list[int]:
+    """The context cut on the left so that `need` more tokens fit in the block.
+
+    Every metric of an instance then sees the same prompt window: scoring the gold answer
+    (or options) and greedy decoding both condition on exactly these tokens.
+    """
+    keep = block_size - need
+    if keep < 1:
+        raise ValueError(f"an answer of {need} tokens does not fit a block of {block_size}")
+    return list(tokens) if len(tokens) <= keep else list(tokens)[-keep:]
 
 
 @functools.lru_cache(maxsize=256)
