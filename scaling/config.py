@@ -34,7 +34,7 @@ class ModelConfig:
     n_head: int = 0  # attention heads; d_model must be divisible by it (0 = from the rung)
     block_size: int = 128  # context length in tokens
     vocab_size: int = 0  # 0 = from the corpus tokenizer
-    pos: str = "rotary"  # position encoding: rotary (default; GPT-NeoX/Pythia) | learned | sinusoidal
+    pos: str = "rotary"  # positions: rotary (GPT-NeoX/Pythia) | learned | sinusoidal
     dropout: float = 0.0  # dropout on attention/MLP outputs (0 for single-epoch training)
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
 

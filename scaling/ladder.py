@@ -18,12 +18,14 @@ ASPECT = 24  # d_model / n_layer; also the head size. s1..s6 span 7e3..1.5e6 non
 # OLMo ladder (Bhagia et al. 2024): lr = 0.0047 * (N / 108e6)^(-1/3),
 # batch = 160 * (N / 108e6)^(2/3) sequences of 2048 tokens.
 OLMO_LR, OLMO_BATCH_SEQS, OLMO_SEQ, OLMO_N = 0.0047, 160, 2048, 108e6
-# Clamps. LR: above ~1e-2 the smallest rungs diverged in our runs, so the rule is capped
-# (the cap still gives the smallest rungs the larger rate ANCHORS.md lists as a lever).
+# Clamps. LR: the rule gives 0.02-0.1 for rungs below 1e6 parameters; we cap it at 1e-2
+# (on s3, 3e-3 and 1e-2 reached the same validation loss; higher rates are untested here).
 LR_MAX = 1e-2
-# Batch: fewer than 16 sequences per step leaves a 2-core CPU idle between tiny matmuls;
-# more than 64 halves the number of updates of the big rungs within a small token budget.
-BATCH_MIN, BATCH_MAX = 16, 64
+# Batch: fewer than 16 sequences per step leaves a CPU idle between tiny matmuls. The CPU
+# sweeps pin train.batch_size=16: with a few million tokens per rung, the rule's 64-150
+# sequences would leave the large rungs a few hundred updates, too few for the induction
+# phase change (measured: s3 needed 500-750 updates of 16 x 128 copy tokens).
+BATCH_MIN, BATCH_MAX = 16, 512
 
 # Named ladders: the default CPU ladder, a quick one for a first look, a tiny one for tests,
 # and a GPU ladder that continues the same rule.

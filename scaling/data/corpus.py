@@ -31,20 +31,25 @@ from .skills.base import HELDOUT_FRACTION, Example, sample_train
 
 # Bump when the generated text for an unchanged spec changes (skill formats, mixing): it is
 # part of spec_hash, so corpora built by older code are never reused by mistake.
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 SYNTHETIC = "synthetic"
 
 
 def default_mix() -> dict[str, float]:
-    """Default share of characters per skill: dense task data, ~5% filler prose."""
+    """Default share of characters per skill.
+
+    Induction-type skills (copy, in-context mapping, chains) get 70%: in our runs a 3-layer
+    model needed ~500-750 updates of pure copy data to form induction heads, and at a 15%
+    share none of them did within 3M tokens. Arithmetic gets 20%, filler prose 5%.
+    """
     return {
-        "addition": 0.25,
-        "chain": 0.15,
-        "modular": 0.10,
-        "icl": 0.20,
-        "fewshot": 0.10,
-        "copy": 0.15,
+        "copy": 0.25,
+        "icl": 0.25,
+        "chain": 0.20,
+        "addition": 0.15,
+        "modular": 0.05,
+        "fewshot": 0.05,
         "prose": 0.05,
     }
 

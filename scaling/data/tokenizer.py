@@ -96,7 +96,8 @@ class CharTokenizer:
         arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
             bad = int(arr[(arr < 0) | (arr >= self.vocab_size)][0])
-            raise ValueError(f"token id {bad} is outside the char vocabulary [0, {self.vocab_size})")
+            raise ValueError(
+                f"token id {bad} is outside the char vocabulary [0, {self.vocab_size})")
         if arr.size and arr.max() >= self._n_used:
             # Rare path (an untrained model sampling padding ids): keep their positions visible.
             return "".join(

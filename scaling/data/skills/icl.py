@@ -2,7 +2,7 @@
 
 Format (one line)::
 
-    I {key}>{label} {key}>{label} ... {query key}>{label}
+    I {key}{label} {key}{label} ... {query key}{label}
 
 Each line draws 4 distinct lowercase keys and 4 distinct digit labels at random, so nothing
 can be memorised across lines: only reading the demonstrations helps. The `difficulty`
@@ -12,7 +12,10 @@ right when the query key was demonstrated (probability min(shots, 4) / 4) and gu
 otherwise: its accuracy rises with shots up to 4; 8 shots show every key twice (the bursty
 repetition that makes in-context learning learnable, Chan et al. 2022). With 0 shots the
 answer is unknowable (chance 0.1).
-Example, difficulty 2: prompt "I q>3 x>7 q>", answer "3".
+Example, difficulty 2: prompt "I q3 x7 q", answer "3".
+The label follows its key directly and the prompt ends with the query key, so one induction
+head (find the earlier occurrence of the current token, copy what came next; Olsson et al.
+2022) solves it: with "q>3 ... q>" the model would have to match two tokens back.
 
 `choices`: the ten digits.
 """
@@ -45,7 +48,7 @@ def sample(rng: random.Random, difficulty: int) -> Example:
     while len(demos) < difficulty:
         cycle = keys[:]
         rng.shuffle(cycle)
-        demos += [f"{k}>{mapping[k]}" for k in cycle]
+        demos += [f"{k}{mapping[k]}" for k in cycle]
     query = rng.choice(keys)
-    prompt = " ".join(["I", *demos[:difficulty], f"{query}>"])
+    prompt = " ".join(["I", *demos[:difficulty], query])
     return Example(NAME, difficulty, prompt, str(mapping[query]), _DIGIT_CHOICES)
