@@ -33,9 +33,11 @@ class MetricsLogger:
             import wandb  # lazy: importing wandb costs seconds and is often unused
 
             os.environ.setdefault("WANDB_SILENT", "true")
+            # Under `wandb agent` the run id comes from the agent; otherwise a stable id per
+            # run directory makes a resumed run continue the same wandb run.
+            run_id = None if os.environ.get("WANDB_SWEEP_ID") else _wandb_id(run_dir)
             self.wandb = wandb.init(project=project, name=name or None, config=config,
-                                    dir=str(run_dir), mode=mode, resume="allow",
-                                    id=_wandb_id(run_dir, name))
+                                    dir=str(run_dir), mode=mode, resume="allow", id=run_id)
 
     def log(self, data: dict, step: int) -> None:
         """Record namespaced metrics (`train/loss`, `val/loss`, `lr`, `mfu`) at `step`."""
@@ -45,14 +47,25 @@ class MetricsLogger:
             f.write(json.dumps({"step": step, **data}) + "\n")
         self.wandb.log(data, step=step)
 
+    def log_results(self, rows) -> None:
+        """Send evaluation rows (a results DataFrame) to wandb: a table of every row and,
+        as the run summary, each (task, shots, metric) at the last checkpoint."""
+        if not self.enabled or isinstance(self.wandb, DummyWandb) or rows.empty:
+            return
+        import wandb
+
+        self.wandb.log({"eval/results": wandb.Table(dataframe=rows)})
+        last = rows[rows.step == rows.step.max()]
+        for r in last.itertuples():
+            self.wandb.summary[f"eval/{r.task}/{r.shots}shot/{r.metric}"] = r.value
+
     def finish(self) -> None:
         """Close the wandb run, if any."""
         if self.enabled:
             self.wandb.finish()
 
 
-def _wandb_id(run_dir: Path, name: str) -> str:
-    # A stable id per run directory, so a resumed run continues the same wandb run.
+def _wandb_id(run_dir: Path) -> str:
     import hashlib
 
     return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]

@@ -32,6 +32,7 @@ from scaling.data.shards import ShardError, build_corpus, data_hash, get_batch, 
 from scaling.logger import MetricsLogger
 from scaling.model import GPT
 from scaling.results import append_rows
+from scaling.results import load as load_results
 
 # Fields that may change between the first start of a run and its resumption without
 # changing what is trained (where it runs, how it logs, what is evaluated afterwards).
@@ -301,7 +302,6 @@ def train(cfg: Config) -> Path:
         if world > 1 and done in save_at:
             dist.barrier()  # keep ranks together while rank 0 writes
     bar.close()
-    logger.finish()
     if master:
         info = json.loads((run_dir / "run.json").read_text())
         info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - started
@@ -316,6 +316,8 @@ def train(cfg: Config) -> Path:
             info["eval_seconds"] = time.perf_counter() - t_eval
             info["status"] = "evaluated"
             _write_json(run_dir / "run.json", info)
+            logger.log_results(load_results(run_dir).query("task != 'val'"))
+    logger.finish()
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

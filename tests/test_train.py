@@ -114,3 +114,12 @@ def test_ddp_two_processes_match_one(tmp_path, data_root):
     w2, _ = _final_weights(tmp_path / "ddp")
     for name in w1:
         torch.testing.assert_close(w1[name], w2[name], atol=1e-4, rtol=1e-3)
+
+
+def test_wandb_offline_logs_locally_and_needs_no_login(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = train(load_config(None, _args(tmp_path, "wb", data_root) + ["--run.wandb=offline"]))
+    assert list((run / "wandb").glob("offline-run-*"))  # wandb wrote its offline run
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert any("train/loss" in x for x in log) and any("val/loss" in x for x in log)
