@@ -2,6 +2,7 @@
 
     python bench/eval_throughput.py --checkpoint runs/default/s3/checkpoints/step_001464.pt
     python bench/eval_throughput.py --untrained s3 --n 200   # no trained checkpoint needed
+    python bench/eval_throughput.py --checkpoint RUN_DIR --cli  # also time `scaling lm-eval`
 
 Both paths score the same instances of the same tasks with the same model, in one process,
 with the same torch thread count and batch size. Both clocks run from a checkpoint on disk
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=0, help="instances per task (default: the tasks' n)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for both paths")
+    p.add_argument("--cli", action="store_true",
+                   help="also time `scaling lm-eval run` (lm-eval's CLI, which indexes "
+                        "lm-eval's built-in tasks before it starts)")
     args = p.parse_args(argv)
 
     import lm_eval
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     import scaling.lm_eval_backend  # noqa: F401  (registers the `scaling` model)
     from scaling.checkpoint import load_model
     from scaling.evaluate import evaluate_run
-    from scaling.lm_eval_backend import resolve_checkpoint
+    from scaling.lm_eval_backend import cli_main, resolve_checkpoint
     from scaling.lm_eval_tasks import export, lm_eval_name
     from scaling.tasks import get_tasks
     from scaling.tasks.base import _heldout  # the per-process instance cache
@@ -114,17 +118,33 @@ def main(argv: list[str] | None = None) -> int:
             model_args=f"checkpoint={ckpt},batch_size={args.batch_size},threads={args.threads}")
         lm_eval_s = time.perf_counter() - t0
 
+        cli_s, cli_results = None, None
+        if args.cli:
+            t0 = time.perf_counter()
+            code = cli_main(["run", "--model", "scaling", "--model_args",
+                             f"checkpoint={ckpt},batch_size={args.batch_size},"
+                             f"threads={args.threads}", "--tasks", ",".join(names),
+                             "--include_path", str(tmp / "tasks"),
+                             "--output_path", str(tmp / "cli")])
+            cli_s = time.perf_counter() - t0
+            files = sorted((tmp / "cli").rglob("results_*.json"))
+            if code or not files:
+                print(f"lm-eval CLI failed (exit code {code})", file=sys.stderr)
+                return 1
+            cli_results = json.loads(files[-1].read_text())["results"]
+
         df = pd.read_csv(run / "results.csv")
         ours = {(r.task, r.shots, r.metric): r.value for r in df.itertuples()}
         worst_lp, mismatches = 0.0, []
-        for task in tasks:
-            res = out["results"][lm_eval_name(task)]
-            for metric in task.metrics:
-                a, b = ours[(task.name, task.shots_column, metric)], res[f"{metric},none"]
-                if metric in ("answer_logprob", "gold_prob"):
-                    worst_lp = max(worst_lp, abs(a - b))
-                elif abs(a - b) > 1e-12:
-                    mismatches.append(f"{task.id}/{metric}: native {a} lm-eval {b}")
+        for results in filter(None, [out["results"], cli_results]):
+            for task in tasks:
+                res = results[lm_eval_name(task)]
+                for metric in task.metrics:
+                    a, b = ours[(task.name, task.shots_column, metric)], res[f"{metric},none"]
+                    if metric in ("answer_logprob", "gold_prob"):
+                        worst_lp = max(worst_lp, abs(a - b))
+                    elif abs(a - b) > 1e-12:
+                        mismatches.append(f"{task.id}/{metric}: native {a} lm-eval {b}")
         meta = json.loads(ckpt.with_suffix(".json").read_text())
         print(f"checkpoint: {ckpt} (rung {meta.get('rung')}, {meta.get('params')} params, "
               f"step {meta.get('step')})")
@@ -134,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"native   : {native_s:7.2f} s  {n_examples / native_s:9.1f} examples/s")
         print(f"lm-eval  : {lm_eval_s:7.2f} s  {n_examples / lm_eval_s:9.1f} examples/s")
         print(f"speed-up : {lm_eval_s / native_s:.1f}x (native over lm-eval)")
+        if cli_s is not None:
+            print(f"lm-eval CLI: {cli_s:5.2f} s  {n_examples / cli_s:9.1f} examples/s  "
+                  f"({cli_s / native_s:.1f}x slower than native)")
         ok = not mismatches and worst_lp <= 1e-4
         print(f"scores equal: {'yes' if ok else 'NO'} (exact match / accuracy / token accuracy "
               f"/ edit similarity: {len(mismatches)} mismatches; max |log-prob metric "

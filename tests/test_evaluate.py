@@ -296,10 +296,9 @@ def test_briefly_trained_checkpoint_beats_chance(tmp_path):
     cfg = load_config(None, ["--model.size=s2", "--train.tokens=6000000",
                              f"--run.dir={tmp_path / 'run'}", f"--run.data_root={tmp_path}",
                              "--data.train_tokens=6001000", "--data.val_tokens=20000",
-                             "--train.val_tokens=4096"])
+                             "--train.val_tokens=4096", "--run.threads=1"])
     run_dir = train(cfg)
-    ev.evaluate_run(run_dir, tasks="addition_mc_2d,modular_5", checkpoints="last",
-                    progress=False)
+    ev.evaluate_run(run_dir, tasks="addition_mc_2d", checkpoints="last", progress=False)
     df = pd.read_csv(run_dir / "results.csv")
     row = df[(df.task == "addition_mc_2d") & (df.metric == "accuracy")].iloc[-1]
     assert row.value > row.chance + 3 * row.stderr, row.to_dict()

@@ -267,6 +267,37 @@ def test_backend_requests(tmp_path):
     assert math.isfinite(lm.loglikelihood(_requests("loglikelihood", [("héllo", " wörld")]))[0][0])
 
 
+def test_standard_lm_eval_task_types_run(tmp_path, monkeypatch):
+    # Plain lm-eval YAMLs (HF `json` datasets, built-in metrics), as a user's own or a
+    # standard task would be: multiple choice, rolling log-likelihood and generation.
+    run = save_untrained(tmp_path / "run")
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"q": f"{a}+{a}=", "a": str(2 * a), "opts": [
+        str(2 * a), str(2 * a + 1)], "text": f"the number {a} is small"}) + "\n"
+        for a in range(6)))
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files: {{test: {data}}}\n" \
+             "test_split: test\n"
+    (tmp_path / "std").mkdir()
+    (tmp_path / "std" / "mc.yaml").write_text(
+        "task: std_mc\n" + common + "output_type: multiple_choice\ndoc_to_text: q\n"
+        "doc_to_choice: opts\ndoc_to_target: 0\nmetric_list:\n  - metric: acc\n")
+    (tmp_path / "std" / "ppl.yaml").write_text(
+        "task: std_ppl\n" + common + "output_type: loglikelihood_rolling\n"
+        "doc_to_text: ''\ndoc_to_target: text\nmetric_list:\n  - metric: word_perplexity\n")
+    (tmp_path / "std" / "gen.yaml").write_text(
+        "task: std_gen\n" + common + "output_type: generate_until\ndoc_to_text: q\n"
+        "doc_to_target: a\ngeneration_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 4\n"
+        "metric_list:\n  - metric: exact_match\n")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    tm = TaskManager(include_path=str(tmp_path / "std"), include_defaults=False)
+    out = lm_eval.simple_evaluate(model="scaling", model_args=f"checkpoint={run}",
+                                  tasks=["std_mc", "std_ppl", "std_gen"], task_manager=tm)
+    res = out["results"]
+    assert 0.0 <= res["std_mc"]["acc,none"] <= 1.0
+    assert res["std_ppl"]["word_perplexity,none"] > 1.0
+    assert res["std_gen"]["exact_match,none"] == 0.0
+
+
 def test_resolve_checkpoint(tmp_path):
     run = save_untrained(tmp_path / "run")
     save_untrained(run, step=5)

@@ -149,7 +149,23 @@ def test_no_probe_instance_occurs_in_a_built_training_shard(tmp_path):
 # ----------------------------------------------------------------------------- metrics
 
 
+def _dp_levenshtein(a, b):
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        cur = [i]
+        for j, cb in enumerate(b, start=1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 def test_levenshtein_and_edit_similarity():
+    rng = np.random.default_rng(1)
+    for _ in range(400):  # the bit-parallel distance equals the textbook table
+        a = "".join(rng.choice(list("abcd"), rng.integers(0, 20)))
+        b = "".join(rng.choice(list("abcd"), rng.integers(0, 20)))
+        assert metrics.levenshtein(a, b) == _dp_levenshtein(a, b), (a, b)
+    assert metrics.levenshtein([1, 2, 3], [1, 3]) == 1
     assert metrics.levenshtein("kitten", "sitting") == 3
     assert metrics.levenshtein("", "abc") == 3
     assert metrics.levenshtein("abc", "abc") == 0

@@ -1,0 +1,22 @@
+"""`scaling ladder --list` and the plan printed before the main job starts."""
+
+from scaling import ladder
+from scaling.ladder_cli import SWEEPS_DIR, PRESETS, main, print_plan
+from scaling.sweep import load_sweep
+
+
+def test_list_prints_every_rung(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for rung in ladder.LADDERS["cpu"]:
+        assert f"\n{rung} " in out
+    assert "FLOPs/token" in out
+
+
+def test_plan_estimates_time_for_every_preset(capsys):
+    for preset in PRESETS.values():
+        sweep = load_sweep(SWEEPS_DIR / preset)
+        seconds = print_plan(sweep, peak=100e9)
+        assert seconds > 0
+    out = capsys.readouterr().out
+    assert "estimated training time" in out and "s6" in out
