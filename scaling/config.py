@@ -74,6 +74,7 @@ class RunConfig:
     threads: int = 0  # torch CPU threads (0 = torch default)
     evaluate: bool = False  # after training, score every checkpoint on the probe tasks
     tasks: str = "default"  # probe tasks to evaluate: "default" or comma-separated names
+    eval_n: int = 0  # instances per probe task (0 = each task's default, 500)
 
 
 @dataclass

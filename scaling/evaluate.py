@@ -28,6 +28,7 @@ give the same scores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import sys
 from collections import defaultdict
@@ -464,8 +465,10 @@ def _resolve_device(device: str) -> str:
 
 def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = "all",
                  batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
-                 threads: int = DEFAULT_THREADS) -> int:
+                 threads: int = DEFAULT_THREADS, n: int | None = None) -> int:
     """Score every checkpoint of `run_dir` on `tasks`; returns the number of rows written.
+
+    n: instances per task instead of each task's default (the same instances, fewer).
 
     tasks: None / "default" (every registered task), names or ids (comma-separated string
     or list), or Task objects. checkpoints: "all" or "last". (checkpoint, task) pairs whose
@@ -478,6 +481,8 @@ def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = 
     if checkpoints not in ("all", "last"):
         raise EvalError(f"--checkpoints must be 'all' or 'last', got {checkpoints!r}")
     task_list = get_tasks(tasks)
+    if n:
+        task_list = [dataclasses.replace(t, n=n) for t in task_list]
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise EvalError(f"{run_dir}: no checkpoints (expected {run_dir / 'checkpoints'}/"

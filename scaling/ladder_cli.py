@@ -31,6 +31,8 @@ def _print_rungs(names: list[str]) -> None:
         print(f"{r['rung']:<5} {r['n_layer']:>6} {r['d_model']:>5} {r['n_head']:>5} "
               f"{r['params']:>11,} {r['nonembed_params']:>11,} {r['flops_per_token']:>12.3g} "
               f"{r['lr']:>8.2g} {r['batch_size']:>5}")
+    print("lr and batch: the OLMo ladder rules (scaling/ladder.py); the CPU sweeps pin the "
+          "batch to 16 sequences of 128 tokens.")
 
 
 def _peak_flops() -> float:

@@ -37,7 +37,7 @@ from scaling.results import load as load_results
 # Fields that may change between the first start of a run and its resumption without
 # changing what is trained (where it runs, how it logs, what is evaluated afterwards).
 _RESUMABLE_CHANGES = {("run", k) for k in ("threads", "wandb", "wandb_project", "evaluate",
-                                             "tasks", "data_root", "dir")}
+                                             "tasks", "eval_n", "data_root", "dir", "root")}
 _RESUMABLE_CHANGES |= {("train", k) for k in ("device", "compile", "log_interval")}
 
 
@@ -206,6 +206,11 @@ def train(cfg: Config) -> Path:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         info_path = run_dir / "run.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        for key, now in (("lr", plan.lr), ("batch_size", plan.batch_size),
+                         ("total_steps", plan.total_steps)):
+            if info.get(key, now) != now:  # a ladder rule changed since this run began
+                raise ConfigError(f"{run_dir} was trained with {key}={info[key]}, but the "
+                                  f"config now gives {now}; use another run.dir")
         if info.get("data_hash", dhash) != dhash:
             raise ConfigError(f"{run_dir} was trained on corpus {info['data_hash'][:12]}, "
                               f"but the corpus now hashes to {dhash[:12]}")
@@ -312,7 +317,7 @@ def train(cfg: Config) -> Path:
 
             t_eval = time.perf_counter()
             evaluate_run(run_dir, tasks=None if cfg.run.tasks == "default" else
-                         cfg.run.tasks.split(","))
+                         cfg.run.tasks.split(","), n=cfg.run.eval_n or None)
             info["eval_seconds"] = time.perf_counter() - t_eval
             info["status"] = "evaluated"
             _write_json(run_dir / "run.json", info)

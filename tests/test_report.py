@@ -210,3 +210,16 @@ def test_report_speed(tmp_path):
     t0 = time.process_time()  # CPU time: wall time on a shared machine measures the others
     rc, _ = _run(tmp_path, df, extra=["--bootstrap", "100"])
     assert rc == 0 and time.process_time() - t0 < 10
+
+
+def test_report_names_abilities_that_are_not_monotone_in_size():
+    from analysis.report import _section_erratic
+
+    df = make_results(tasks={"copy": "smooth", "chain": "flat"})
+    assert _section_erratic(df) == []  # a rising curve and noise are not flagged
+    last = df.step == df.step.max()
+    # plant: only the 4th rung has the ability (1.0), every other rung has none (0.0)
+    planted = last & (df.task == "copy") & (df.metric == "exact_match")
+    df.loc[planted, "value"] = [1.0 if r == "R3" else 0.0 for r in df.loc[planted, "rung"]]
+    lines = _section_erratic(df)
+    assert len([x for x in lines if x.startswith("- `copy`")]) == 1
