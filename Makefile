@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 ladder: $(VENV)/.installed  ## the main job: default ladder, end to end (train, eval, report)
-	$(VENV)/bin/scaling ladder
+	$(VENV)/bin/scaling ladder --jobs 2
 
 quick: $(VENV)/.installed  ## a 4-rung, few-minute version of the main job
 	$(VENV)/bin/scaling ladder --preset quick
