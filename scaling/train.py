@@ -191,8 +191,9 @@ def train(cfg: Config) -> Path:
         _check_same_run(run_dir, cfg)
         corpus_dir = build_corpus(cfg.data, Path(cfg.run.data_root))
     if world > 1:
-        dist.barrier()  # rank 0 built the corpus; the others only open it
-    corpus_dir = build_corpus(cfg.data, Path(cfg.run.data_root))
+        dist.barrier()  # rank 0 built the corpus; the others only find it
+    if not master:
+        corpus_dir = build_corpus(cfg.data, Path(cfg.run.data_root))
     manifest = json.loads((corpus_dir / "manifest.json").read_text())
     # The shard's sha256 is checked against its manifest before any training step.
     train_shard = open_shard(corpus_dir, "train", verify=True)
