@@ -67,17 +67,9 @@ def plain_greedy(model, ctx, max_new, stop_ids):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(briefly_trained_run):
     """A few dozen training steps on the corpus: the model emits digits and line breaks."""
-    from scaling.config import load_config
-    from scaling.train import train
-
-    root = tmp_path_factory.mktemp("trained")
-    cfg = load_config(None, ["--model.size=s1", "--train.tokens=160000",
-                             f"--run.dir={root / 'run'}", f"--run.data_root={root / 'data'}",
-                             "--data.train_tokens=170000", "--data.val_tokens=8000",
-                             "--train.val_tokens=2048", "--run.threads=1"])
-    run_dir = train(cfg)
+    run_dir = briefly_trained_run
     model, _ = load_model(list_checkpoints(run_dir)[-1][1])
     return run_dir, model
 

@@ -57,18 +57,10 @@ def save_untrained(run_dir, step=0, seed=0, block_size=128):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(briefly_trained_run):
     """A briefly trained s1 checkpoint: it emits digits and line breaks, so some greedy
     outputs match gold answers built from its own rollouts."""
-    from scaling.config import load_config
-    from scaling.train import train
-
-    root = tmp_path_factory.mktemp("trained")
-    cfg = load_config(None, ["--model.size=s1", "--train.tokens=160000",
-                             f"--run.dir={root / 'run'}", f"--run.data_root={root / 'data'}",
-                             "--data.train_tokens=170000", "--data.val_tokens=8000",
-                             "--train.val_tokens=2048", "--run.threads=1"])
-    run_dir = train(cfg)
+    run_dir = briefly_trained_run
     return run_dir, list_checkpoints(run_dir)[-1]
 
 
