@@ -1,7 +1,7 @@
 """Training throughput of every rung, as a fraction of this machine's measured matmul peak.
 
     python bench/train_throughput.py [--ladder cpu] [--steps 20] [--device cpu|cuda]
-        [--dtype fp32|bf16] [--compile]
+        [--dtype fp32|bf16] [--compile] [--block-size 128]
 
 For each rung: tokens/s of a full training step (forward, backward, clip, AdamW) at the
 rung's own batch size, the model FLOPs per token from `GPT.estimate_flops()` (6N + 6dV +
@@ -22,8 +22,13 @@ from scaling.train import Plan, make_optimizer
 from scaling.config import Config
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 3.0):
-    """Sustained FLOP/s of an n x n matmul, the roofline the rungs are measured against."""
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 0, seconds: float = 3.0):
+    """Sustained FLOP/s of an n x n matmul, the roofline the rungs are measured against.
+
+    n defaults to 2048 on CPU (larger is no faster on 2 cores) and 8192 on a GPU, where a
+    smaller product cannot fill the tensor cores.
+    """
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -88,19 +93,22 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", help="torch.compile each model")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--block-size", type=int, default=128,
+                   help="sequence length (the CPU sweeps train at 128, the GPU sweep at 256)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     peak = matmul_peak(device, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}),"
-          f" threads {torch.get_num_threads()}, dtype {args.dtype}, compile {args.compile}")
+          f" threads {torch.get_num_threads()}, dtype {args.dtype}, compile {args.compile},"
+          f" block {args.block_size}, torch {torch.__version__}")
     print(f"measured matmul peak: {peak / 1e9:,.1f} GFLOP/s")
     print(f"{'rung':<5} {'params':>10} {'nonembed':>10} {'batch':>5} {'tokens/s':>11} "
           f"{'GFLOP/s':>9} {'MFU':>6}")
     names = args.rungs.split(",") if args.rungs else ladder.LADDERS[args.ladder]
     for name in names:
-        r = bench_rung(name, device, args.dtype, args.steps, args.compile)
+        r = bench_rung(name, device, args.dtype, args.steps, args.compile, args.block_size)
         print(f"{r['rung']:<5} {r['params']:>10,} {r['nonembed']:>10,} {r['batch']:>5} "
               f"{r['tokens_per_s']:>11,.0f} {r['flops_per_s'] / 1e9:>9.1f} "
               f"{r['flops_per_s'] / peak:>6.1%}", flush=True)
