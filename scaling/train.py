@@ -63,6 +63,10 @@ class Plan:
 def make_plan(cfg: Config, vocab_size: int) -> Plan:
     """Resolve rung shape, learning rate, batch size and checkpoint steps from the config."""
     m = cfg.model
+    if cfg.run.evaluate and cfg.run.tasks != "default":
+        from scaling.tasks import get_tasks
+
+        get_tasks(cfg.run.tasks.split(","))  # an unknown name fails here, before any training
     try:
         gcfg = ladder.gpt_config(m.size, vocab_size=m.vocab_size or vocab_size,
                                  block_size=m.block_size, pos=m.pos, n_layer=m.n_layer,

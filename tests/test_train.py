@@ -123,3 +123,12 @@ def test_wandb_offline_logs_locally_and_needs_no_login(tmp_path, data_root, monk
     assert list((run / "wandb").glob("offline-run-*"))  # wandb wrote its offline run
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert any("train/loss" in x for x in log) and any("val/loss" in x for x in log)
+
+
+def test_unknown_probe_task_stops_before_training(tmp_path, data_root):
+    run_dir = tmp_path / "t"
+    proc = _cli(_args(tmp_path, "t", data_root) + ["--run.evaluate=true", "--run.tasks=copy"])
+    assert proc.wait() == 2
+    err = proc.stderr.read().decode().strip().splitlines()
+    assert len(err) == 1 and "'copy'" in err[0] and "copy_4" in err[0], err
+    assert not list_checkpoints(run_dir) if run_dir.exists() else True
