@@ -131,4 +131,4 @@ def test_unknown_probe_task_stops_before_training(tmp_path, data_root):
     assert proc.wait() == 2
     err = proc.stderr.read().decode().strip().splitlines()
     assert len(err) == 1 and "'copy'" in err[0] and "copy_4" in err[0], err
-    assert not list_checkpoints(run_dir) if run_dir.exists() else True
+    assert not run_dir.exists() or not list_checkpoints(run_dir)  # nothing was trained
