@@ -55,3 +55,22 @@ def test_loss_is_log_vocab_at_init_and_context_limit():
     assert abs(loss.item() - torch.log(torch.tensor(64.0)).item()) < 0.1
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_rotary_is_exactly_the_half_split_rotation():
+    # The fast form (x * cos + swapped halves * signed sin) must be the same arithmetic as
+    # GPT-NeoX's (x1 cos - x2 sin, x2 cos + x1 sin), bit for bit, so trained ladders stay
+    # reproducible across the rewrite.
+    from scaling.model import _apply_rotary, _rotary_tables
+
+    T, heads, hs = 16, 3, 8
+    x = torch.randn(2, T, heads, hs)
+    cos, sin = _rotary_tables(hs, T)
+    half = hs // 2
+    c, s = cos[:, None, :half], -sin[:, None, :half]  # the plain tables, per head
+    x1, x2 = x[..., :half], x[..., half:]
+    expected = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+    assert torch.equal(_apply_rotary(x, cos, sin), expected)
+    # position 0 is the identity rotation; the rotation preserves each pair's norm
+    assert torch.equal(_apply_rotary(x, cos, sin)[:, 0], x[:, 0])
+    torch.testing.assert_close(_apply_rotary(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
