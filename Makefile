@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: ladder quick test test-all report bench
+.PHONY: ladder quick seeds test test-all report bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,9 @@ ladder: $(VENV)/.installed  ## the main job: default ladder, end to end (train, 
 
 quick: $(VENV)/.installed  ## a 4-rung, few-minute version of the main job
 	$(VENV)/bin/scaling ladder --preset quick
+
+seeds: $(VENV)/.installed  ## after `make ladder`: seeds 1 and 2 of s3..s6, report with the spread
+	$(VENV)/bin/scaling ladder --preset seeds --jobs 2
 
 test: $(VENV)/.installed  ## the default test run (slow and gpu tests excluded)
 	$(PY) -m pytest -q

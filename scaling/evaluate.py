@@ -84,7 +84,10 @@ def _device_of(model) -> torch.device:
 
 def _padded(rows: Sequence[list[int]], width: int) -> torch.Tensor:
     """(len(rows), width) long tensor of the rows, right-padded with 0."""
-    return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return torch.from_numpy(out)
 
 
 def _windows(pairs: Sequence[tuple[list[int], list[int]]], block: int):
@@ -127,13 +130,15 @@ def score_continuations(model, pairs: Sequence[tuple[list[int], list[int]]],
         n_sc = [rows[r][1] for r in chunk]
         width = max(lengths)
         x = _padded([rows[r][0] for r in chunk], width)
-        logits, _ = model(x.to(device))
-        logp = F.log_softmax(logits.float(), dim=-1)  # (b, width, V)
-        # Positions T-1-m .. T-1 predict the m scored tokens and the one after them.
+        # Positions T-1-m .. T-1 predict the m scored tokens and the one after them; the
+        # output layer runs from the earliest such position of the batch (`lo`) on.
+        first = [t - 1 - m for t, m in zip(lengths, n_sc)]
+        lo = max(0, min(first))
+        logits, _ = model(x.to(device), last=width - lo)
+        logp = F.log_softmax(logits.float(), dim=-1)  # (b, width - lo, V)
         span = max(n_sc) + 1
         offs = torch.arange(span)
-        pos = torch.tensor([t - 1 - m for t, m in zip(lengths, n_sc)])[:, None] + offs
-        pos = pos.clamp(0, width - 1)
+        pos = (torch.tensor(first)[:, None] + offs).clamp(0, width - 1) - lo
         tgt = _padded([rows[r][0][t - m:] for r, t, m in zip(chunk, lengths, n_sc)], span)
         sel = logp[torch.arange(len(chunk))[:, None], pos.to(device)]  # (b, span, V)
         tok_lp = sel.gather(-1, tgt.to(device)[..., None]).squeeze(-1).cpu().double().numpy()
@@ -188,8 +193,8 @@ def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
             chunk = idxs[start:start + batch_size]
             x = torch.tensor([prepared[i][0] for i in chunk], device=device)
             budget = torch.tensor([prepared[i][1] for i in chunk], device=device)
-            cache = KVCache(model.cfg.n_layer)
-            logits = model(x, cache=cache)[0][:, -1]
+            cache = KVCache(model.cfg.n_layer, block)
+            logits = model(x, cache=cache, last=1)[0][:, -1]
             for i, row in zip(chunk, _decode(model, cache, logits, budget, stops)):
                 out[i] = row
     return out
@@ -260,9 +265,10 @@ def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list
     for plen, idxs in groups.items():
         for start in range(0, len(idxs), batch_size):
             chunk = idxs[start:start + batch_size]
-            cache = KVCache(model.cfg.n_layer)
+            cache = KVCache(model.cfg.n_layer, block)
             x = _padded([contexts[i] for i in chunk], plen).to(device)
-            first = F.log_softmax(model(x, cache=cache)[0][:, -1].float(), dim=-1)  # (b, V)
+            first = F.log_softmax(model(x, cache=cache, last=1)[0][:, -1].float(),
+                                  dim=-1)  # (b, V)
             parent = [b for b, i in enumerate(chunk) for _ in options[i]]
             opts = [o for i in chunk for o in options[i]]
             rows = torch.tensor(parent, device=device)
@@ -270,9 +276,7 @@ def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list
             total = first[rows, tok0].double()  # (n_opts,) log p of each option's first token
             width = max(map(len, opts))
             if width > 1:
-                sub = KVCache(model.cfg.n_layer)
-                sub.layers = [(kc[rows], vc[rows]) for kc, vc in cache.layers]
-                sub.pos = plen
+                sub = cache.select(rows, plen)
                 inp = _padded([o[:-1] for o in opts], width - 1).to(device)
                 logp = F.log_softmax(model(inp, cache=sub)[0].float(), dim=-1)  # (n, w-1, V)
                 tgt = _padded([o[1:] for o in opts], width - 1).to(device)
@@ -361,10 +365,11 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
             width = max(lens)
             x = _padded([contexts[i] + golds[i] for i in chunk], plen + width)
             tgt = _padded([golds[i] for i in chunk], width)
-            cache = KVCache(model.cfg.n_layer)
-            logits = model(x.to(device), cache=cache)[0]  # right padding: causal, harmless
-            # Positions plen-1 .. plen+width-1 predict the gold tokens and the one after.
-            logp = F.log_softmax(logits[:, plen - 1:].float(), dim=-1)  # (b, width+1, V)
+            cache = KVCache(model.cfg.n_layer, block)
+            # Right padding is harmless (causal). Positions plen-1 .. plen+width-1 predict
+            # the gold tokens and the one after: only they go through the output layer.
+            logits = model(x.to(device), cache=cache, last=width + 1)[0]
+            logp = F.log_softmax(logits.float(), dim=-1)  # (b, width+1, V)
             tok_lp = logp[:, :width].gather(-1, tgt.to(device)[..., None]).squeeze(-1)
             tok_lp = tok_lp.cpu().double().numpy()
             am = logp.argmax(-1).cpu().numpy()
@@ -382,10 +387,7 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
                     resume[k].append((b, i, a, budgets[i] - k - 1))
             for k, items in resume.items():
                 rows = torch.tensor([b for b, _, _, _ in items], device=device)
-                sub = KVCache(model.cfg.n_layer)
-                sub.layers = [(kc[rows, :, :plen + k], vc[rows, :, :plen + k])
-                              for kc, vc in cache.layers]
-                sub.pos = plen + k
+                sub = cache.select(rows, plen + k)
                 first = torch.tensor([[a] for _, _, a, _ in items], device=device)
                 step_logits = model(first, cache=sub)[0][:, -1]
                 left = torch.tensor([r for _, _, _, r in items], device=device)

@@ -2,6 +2,7 @@
 
     scaling ladder                  # default CPU ladder (sweeps/ladder.yaml), report to reports/
     scaling ladder --preset quick   # four rungs, a few minutes
+    scaling ladder --preset seeds   # after the default ladder: seeds 1, 2 of s3..s6 (spread)
     scaling ladder --list           # the rungs: shape, parameters, FLOPs per token, LR, batch
 """
 
@@ -18,7 +19,8 @@ from scaling import ladder
 from scaling.config import load_config
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
-PRESETS = {"cpu": "ladder.yaml", "quick": "quick.yaml", "tiny": "tiny.yaml"}
+PRESETS = {"cpu": "ladder.yaml", "quick": "quick.yaml", "tiny": "tiny.yaml",
+           "seeds": "seeds.yaml"}
 # Sustained share of the matmul peak a training step reaches (bench/train_throughput.py:
 # 45-70% across the CPU ladder); used only for the time estimate in the plan.
 PLAN_EFFICIENCY = 0.5

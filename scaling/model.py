@@ -66,20 +66,40 @@ def _sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
 
 
 class KVCache:
-    """Per-layer key/value tensors for incremental decoding; `pos` is the next position."""
+    """Per-layer key/value buffers for incremental decoding; `pos` is the next position.
 
-    def __init__(self, n_layer: int):
+    Buffers hold `capacity` positions from the first update on (the model's block size,
+    typically), so a decoding step writes one position in place instead of copying the
+    whole cache with torch.cat. A sequence that outgrows the buffers is copied into larger
+    ones, so capacity is an optimisation, never a limit.
+    """
+
+    def __init__(self, n_layer: int, capacity: int = 0):
         self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
         self.pos = 0
+        self.capacity = capacity
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Append this step's k, v (B, nh, T, hs) and return the full cached k, v."""
-        prev = self.layers[layer]
-        if prev is not None:
-            k = torch.cat((prev[0], k), dim=2)
-            v = torch.cat((prev[1], v), dim=2)
-        self.layers[layer] = (k, v)
-        return k, v
+        """Store this call's k, v (B, nh, T, hs) at `pos`; return the cached k, v so far."""
+        start, end = self.pos, self.pos + k.size(2)
+        buf = self.layers[layer]
+        if buf is None or end > buf[0].size(2):
+            shape = (*k.shape[:2], max(self.capacity, end), k.size(3))
+            grown = (k.new_empty(shape), v.new_empty(shape))
+            if buf is not None:
+                grown[0][:, :, :start] = buf[0][:, :, :start]
+                grown[1][:, :, :start] = buf[1][:, :, :start]
+            self.layers[layer] = buf = grown
+        buf[0][:, :, start:end] = k
+        buf[1][:, :, start:end] = v
+        return buf[0][:, :, :end], buf[1][:, :, :end]
+
+    def select(self, rows: torch.Tensor, length: int) -> KVCache:
+        """A new cache with the given batch rows, continuing at position `length`."""
+        out = KVCache(len(self.layers), self.capacity)
+        out.layers = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.layers]
+        out.pos = length
+        return out
 
 
 class CausalSelfAttention(nn.Module):
@@ -186,10 +206,12 @@ class GPT(nn.Module):
             p.copy_(torch.randn(p.shape, generator=gen) * std)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None):
+                cache: KVCache | None = None, last: int = 0):
         """Logits (B, T, vocab) for tokens idx (B, T), and the mean loss if targets given.
 
         With a `cache`, idx holds only the new tokens; positions continue from `cache.pos`.
+        `last` > 0 returns logits for the last `last` positions only (B, last, vocab), which
+        is all that scoring needs after a prompt; the output layer then skips the rest.
         """
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
@@ -208,6 +230,11 @@ class GPT(nn.Module):
             x = block(x, rotary, cache, i)
         if cache is not None:
             cache.pos += T
+        if last:
+            if targets is not None:
+                raise ValueError("last= and targets= cannot be combined (the loss needs every "
+                                 "position)")
+            x = x[:, -last:]
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)  # tied output embedding, (B, T, vocab)
         loss = None

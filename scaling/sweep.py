@@ -230,6 +230,29 @@ class _State:
             os.replace(tmp, self.path)
 
 
+def training_flops(cfg) -> float:
+    """A run's planned training FLOPs (0 when its config cannot be planned: it will fail
+    on its own, with its own error, when it runs)."""
+    from scaling.train import make_plan
+
+    try:
+        plan = make_plan(cfg, vocab_size=cfg.model.vocab_size or 128)
+    except ValueError:  # ConfigError, UnknownTaskError
+        return 0.0
+    return plan.flops_per_token * plan.total_steps * plan.tokens_per_step
+
+
+def start_order(sweep: Sweep, jobs: int) -> list[int]:
+    """Indices of sweep.runs in the order they start: the sweep's own order with one job;
+    largest first with several (started last, the largest rung would finish alone while
+    the other workers sit idle)."""
+    order = list(range(len(sweep.runs)))
+    if jobs > 1:
+        cost = [training_flops(load_config(None, run_args(r))) for r in sweep.runs]
+        order.sort(key=lambda i: -cost[i])
+    return order
+
+
 def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
     """Run every unfinished run of `sweep`; returns {run_dir: "finished"|"skipped"|"failed"}."""
     cfgs = [load_config(None, run_args(r)) for r in sweep.runs]
@@ -279,7 +302,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
                   file=sys.stderr, flush=True)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, range(len(sweep.runs))))
+        list(pool.map(one, start_order(sweep, jobs)))
     return outcome
 
 
@@ -292,15 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time; CPU threads are divided between them (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the commands in the order they would start, run nothing")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.jobs < 1:
             raise SweepError("--jobs must be at least 1")
         sweep = load_sweep(args.file, args.seed)
         if args.dry_run:
-            for run in sweep.runs:
-                print(shlex.join(command_line(sweep, run)))
+            for i in start_order(sweep, args.jobs):
+                print(shlex.join(command_line(sweep, sweep.runs[i])))
             return 0
         outcome = run_sweep(sweep, args.jobs)
     except SweepError as exc:

@@ -42,10 +42,19 @@ def test_init_is_deterministic_and_cache_matches_full_forward(pos):
     a.eval()
     idx = torch.randint(0, 32, (3, 20))
     full, _ = a(idx)
-    cache = KVCache(cfg.n_layer)
-    first, _ = a(idx[:, :12], cache=cache)  # prefill, then one token at a time
-    steps = [first] + [a(idx[:, t:t + 1], cache=cache)[0] for t in range(12, 20)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    for capacity in (0, cfg.block_size):  # grown as needed, or allocated once
+        cache = KVCache(cfg.n_layer, capacity)
+        first, _ = a(idx[:, :12], cache=cache)  # prefill, then one token at a time
+        steps = [first] + [a(idx[:, t:t + 1], cache=cache)[0] for t in range(12, 20)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    # a cache cut to some rows and an earlier position continues those rows exactly
+    cache = KVCache(cfg.n_layer, cfg.block_size)
+    a(idx[:, :16], cache=cache)
+    sub = cache.select(torch.tensor([2, 0]), 10)
+    rest = torch.cat([a(idx[[2, 0], t:t + 1], cache=sub)[0] for t in range(10, 20)], dim=1)
+    torch.testing.assert_close(rest, full[[2, 0], 10:], atol=1e-5, rtol=1e-5)
+    # last=k returns exactly the last k positions' logits
+    torch.testing.assert_close(a(idx, last=3)[0], full[:, -3:], atol=1e-6, rtol=1e-6)
 
 
 def test_loss_is_log_vocab_at_init_and_context_limit():

@@ -150,3 +150,16 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path):
     assert sum(r["status"] == "finished" for r in runs.values()) == 1
     retry = _scaling("sweep", str(path))  # the next call retries it (and it fails again)
     assert retry.returncode == 1 and "1 failed" in retry.stderr
+
+
+def test_with_several_jobs_the_largest_runs_start_first(tmp_path):
+    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1", "s3", "s2"]},
+                                  "train.tokens": {"value": 5000}})
+    sizes = {}
+    for jobs in (1, 2):
+        proc = _scaling("sweep", str(path), "--dry-run", "--jobs", str(jobs))
+        assert proc.returncode == 0, proc.stderr
+        sizes[jobs] = [line.split("--model.size=")[1].split()[0]
+                       for line in proc.stdout.splitlines()]
+    assert sizes[1] == ["s1", "s3", "s2"]  # one job: the sweep's own order
+    assert sizes[2] == ["s3", "s2", "s1"]
