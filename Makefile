@@ -14,13 +14,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 ladder: $(VENV)/.installed  ## the main job: default ladder, end to end (train, eval, report)
-	$(VENV)/bin/scaling ladder --jobs 2
+	$(VENV)/bin/scaling ladder
 
 quick: $(VENV)/.installed  ## a 4-rung, few-minute version of the main job
 	$(VENV)/bin/scaling ladder --preset quick
 
 seeds: $(VENV)/.installed  ## after `make ladder`: seeds 1 and 2 of s3..s6, report with the spread
-	$(VENV)/bin/scaling ladder --preset seeds --jobs 2
+	$(VENV)/bin/scaling ladder --preset seeds
 
 test: $(VENV)/.installed  ## the default test run (slow and gpu tests excluded)
 	$(PY) -m pytest -q

@@ -151,7 +151,13 @@ def _log_x(ax):
 
 
 def _draw_metric(ax, g: pd.DataFrame, verdict=None, color="C0", label=None):
-    g = g.groupby("params", as_index=False).value.mean().sort_values("params")
+    # The line joins the mean over replicate runs (seeds) of each size; when a size has
+    # several, each run is also drawn as a hollow dot, so their spread stays visible.
+    per_run = g.groupby(["params", "run"], as_index=False).value.mean()
+    if per_run.duplicated("params").any():
+        ax.scatter(per_run.params, per_run.value, s=14, facecolors="none", edgecolors=color,
+                   alpha=0.7, lw=0.8)
+    g = per_run.groupby("params", as_index=False).value.mean().sort_values("params")
     ax.plot(g.params, g.value, marker="o", ms=4, color=color, lw=1.3, label=label)
     if verdict is not None and verdict.verdict == "emergent":
         ax.axvspan(verdict.threshold_low, verdict.threshold_high, color="orange", alpha=0.2,
@@ -173,7 +179,8 @@ def metric_vs_params(last: pd.DataFrame, verdicts: dict, pairs: pd.DataFrame,
                      path: Path) -> Path | None:
     """Wei et al. style: each probe's discontinuous metric (exact match, or accuracy for
     multiple choice) at each run's last checkpoint against parameters, one panel per
-    (task, shots), chance dashed, the threshold interval shaded when emergent."""
+    (task, shots), chance dashed, the threshold interval shaded when emergent; replicate
+    runs of a size are averaged on the line and drawn as hollow dots."""
     sub = _pick(last, pairs, "discontinuous")
     if sub.empty:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
                    help="which sweep in sweeps/ to run (default: cpu = sweeps/ladder.yaml)")
     p.add_argument("--sweep", help="run this sweep YAML instead of a preset")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="runs at a time (default: one per CPU core, %(default)s here; the CPU "
+                        "sweeps train each run on one thread)")
     p.add_argument("--out", default="reports", help="report directory (default reports/)")
     p.add_argument("--list", action="store_true", help="print the rungs and exit")
     p.add_argument("--ladder", default="cpu", choices=sorted(ladder.LADDERS),
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         _print_rungs(ladder.LADDERS[args.ladder])
         return 0
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
 
     from scaling.sweep import SweepError, load_sweep, run_args, run_sweep
 

@@ -20,3 +20,8 @@ def test_plan_estimates_time_for_every_preset(capsys):
         assert seconds > 0
     out = capsys.readouterr().out
     assert "estimated training time" in out and "s6" in out
+
+
+def test_jobs_below_one_is_a_one_line_error(capsys):
+    assert main(["--preset", "tiny", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
