@@ -86,6 +86,13 @@ def timing_summary(run_dirs: list[Path]) -> dict[str, float]:
     return out
 
 
+def report_dir(sweep_name: str, root: Path) -> Path:
+    """Where a sweep's report goes by default: reports/ holds the default ladder (and its
+    seed replicates, which share its runs); any other sweep reports beside its runs
+    (ROOT/report), so a quick look or a test never overwrites the committed report."""
+    return Path("reports") if sweep_name in ("ladder", "seeds") else Path(root) / "report"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `scaling ladder`."""
     p = argparse.ArgumentParser(prog="scaling ladder", description=__doc__,
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="runs at a time (default: one per CPU core, %(default)s here; the CPU "
                         "sweeps train each run on one thread)")
-    p.add_argument("--out", default="reports", help="report directory (default reports/)")
+    p.add_argument("--out", help="report directory (default: reports/ for the default ladder "
+                                 "and its seeds, RUN_ROOT/report/ for any other sweep)")
     p.add_argument("--list", action="store_true", help="print the rungs and exit")
     p.add_argument("--ladder", default="cpu", choices=sorted(ladder.LADDERS),
                    help="which named ladder --list prints")
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from scaling.results import load
 
     results = load(root)
-    out = Path(args.out)
+    out = Path(args.out or report_dir(sweep.name, root))
     out.mkdir(parents=True, exist_ok=True)
     stored = out / "results.csv"
     results.to_csv(stored.with_suffix(".csv.tmp"), index=False)

@@ -25,3 +25,14 @@ def test_plan_estimates_time_for_every_preset(capsys):
 def test_jobs_below_one_is_a_one_line_error(capsys):
     assert main(["--preset", "tiny", "--jobs", "0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_only_the_default_ladder_and_its_seeds_report_into_reports():
+    from pathlib import Path
+
+    from scaling.ladder_cli import report_dir
+
+    names = {p: load_sweep(SWEEPS_DIR / f).name for p, f in PRESETS.items()}
+    root = Path("runs/x")
+    assert report_dir(names["cpu"], root) == report_dir(names["seeds"], root) == Path("reports")
+    assert report_dir(names["quick"], root) == report_dir(names["tiny"], root) == root / "report"
