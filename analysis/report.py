@@ -220,12 +220,13 @@ def _section_seeds(spread: pd.DataFrame) -> list[str]:
     flagged = probes[probes.beyond_sampling]
     if flagged.empty:
         return out + ["No probe score differs between replicates of one size by more than "
-                      "the sampling noise of its n instances.", ""]
+                      "the sampling noise of its n instances explains (family-wise 5%).", ""]
     out += [f"{flagged.groupby(['task', 'shots']).ngroups} of "
             f"{probes.groupby(['task', 'shots']).ngroups} probe settings differ between "
             "replicates of one size by more than the sampling noise of their n instances "
-            "(score min to max, runs): their position on the ladder depends on the "
-            "initialisation, not only on size.", ""]
+            f"explains (a test that all runs share one rate, family-wise 5% over the "
+            f"{len(probes)} probe x size comparisons; score min to max, runs): their position "
+            "on the ladder depends on the initialisation, not only on size.", ""]
     for (task, shots, metric), g in flagged.groupby(["task", "shots", "metric"]):
         sizes = ", ".join(f"{_num(float(r.params))}: {r.min:.2f} to {r.max:.2f} ({r.runs})"
                           for r in g.itertuples())

@@ -48,3 +48,18 @@ def test_without_replicates_the_table_is_empty_and_the_section_absent(tmp_path):
     assert rc == 0
     assert list(pd.read_csv(out / "seeds.csv").columns) == COLUMNS
     assert "Seed spread" not in (out / "report.md").read_text()
+
+
+def test_equal_rate_p_value_is_calibrated_at_the_extremes():
+    import numpy as np
+
+    from analysis.seeds import DRAWS, equal_rate_p_value
+
+    rng = np.random.default_rng(0)
+    ns = np.array([200.0, 200.0, 200.0])
+    assert equal_rate_p_value(np.array([20.0, 20.0, 20.0]), ns, rng) == 1.0
+    assert equal_rate_p_value(np.array([0.0, 200.0, 0.0]), ns, rng) == 1 / (DRAWS + 1)
+    # under the null the p-value is roughly uniform: about 5% of null draws fall below 0.05
+    draws = [equal_rate_p_value(rng.binomial(200, 0.3, 3).astype(float), ns, rng)
+             for _ in range(200)]
+    assert 0.01 <= np.mean(np.array(draws) < 0.05) <= 0.12
