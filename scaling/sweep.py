@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="wandb sweep YAML (e.g. sweeps/ladder.yaml)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time; CPU threads are divided between them (default 1)")
+                   help="runs at a time, largest first; CPU threads are divided between them "
+                        "unless the sweep pins run.threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of a random sweep's draws")
     p.add_argument("--dry-run", action="store_true",
                    help="print the commands in the order they would start, run nothing")
