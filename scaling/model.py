@@ -98,7 +98,8 @@ class KVCache:
         """A new cache with the given batch rows, continuing at position `length`.
 
         Only the first `length` positions are copied; the next update moves them into a
-        buffer of full capacity (copying whole buffers here measured 5x slower)."""
+        buffer of full capacity (copying whole buffers here took 0.56 s of a 3 s
+        evaluation of s2, more than the decoding it served)."""
         out = KVCache(len(self.layers), self.capacity)
         out.layers = [None if kv is None else (kv[0][rows, :, :length], kv[1][rows, :, :length])
                       for kv in self.layers]
