@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from scaling.config import ConfigError, load_config
+from scaling.provenance import stale_code_message
 
 METHODS = ("grid", "random")
 SERVER_ONLY_METHODS = ("bayes",)
@@ -269,6 +270,9 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
         run_dir = cfg.run_dir()
         key = str(run_dir)
         if _is_finished(run_dir, cfg.run.evaluate):
+            stale = stale_code_message(run_dir, json.loads((run_dir / "run.json").read_text()))
+            if stale and not quiet:
+                print(stale, file=sys.stderr, flush=True)
             outcome[key] = "skipped"
             state.set(key, status="finished", args=run_args(run))
             return

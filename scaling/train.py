@@ -31,6 +31,7 @@ from scaling.config import Config, ConfigError, load_config
 from scaling.data.shards import ShardError, build_corpus, data_hash, get_batch, open_shard
 from scaling.logger import MetricsLogger
 from scaling.model import GPT
+from scaling.provenance import code_fingerprint, stale_code_message
 from scaling.results import append_rows
 from scaling.results import load as load_results
 
@@ -219,6 +220,10 @@ def train(cfg: Config) -> Path:
         if info.get("data_hash", dhash) != dhash:
             raise ConfigError(f"{run_dir} was trained on corpus {info['data_hash'][:12]}, "
                               f"but the corpus now hashes to {dhash[:12]}")
+        stale = stale_code_message(run_dir, info)
+        if stale:  # resuming: the first steps and the rest come from different code
+            print(stale, file=sys.stderr)
+        info.setdefault("code", code_fingerprint())
         info.update(run=run_name, rung=cfg.model.size, params=plan.params,
                     nonembed_params=plan.nonembed_params, data_hash=dhash,
                     corpus_dir=str(corpus_dir), total_steps=plan.total_steps,
