@@ -9,6 +9,7 @@ and a resumed run warn when it differs from the current code, and keep the run a
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def fingerprint_of(sources: list[str]) -> str:
     return digest.hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """The fingerprint of this installation's training modules."""
+    """The fingerprint of this installation's training modules (read once per process)."""
     here = Path(__file__).resolve().parent
     return fingerprint_of([(here / f"{m}.py").read_text() for m in TRAINING_MODULES])
 
