@@ -3,8 +3,8 @@
     python bench/train_throughput.py [--ladder cpu] [--steps 20] [--device cpu|cuda]
         [--dtype fp32|bf16] [--compile] [--block-size 128] [--batch 16] [--threads 1]
 
-`--batch 16` is the batch the CPU sweeps train at, and `--threads 1` how `scaling ladder
---jobs 2` runs each of its two trainings; without them: the OLMo-rule batch, all threads.
+`--batch 16` is the batch the CPU sweeps train at, and `--threads 1` the thread count they
+pin for each run (`run.threads: 1`); without them: the OLMo-rule batch, all threads.
 
 For each rung: tokens/s of a full training step (forward, backward, clip, AdamW; the
 median step of `--steps`) at the rung's batch size, the model FLOPs per token from

@@ -207,11 +207,13 @@ def run_dir_of(run: dict) -> Path:
     return load_config(None, run_args(run)).run_dir()
 
 
-def _is_finished(run_dir: Path, needs_eval: bool) -> bool:
+def _run_info(run_dir: Path) -> dict:
     info = run_dir / "run.json"
-    if not info.exists():
-        return False
-    status = json.loads(info.read_text()).get("status")
+    return json.loads(info.read_text()) if info.exists() else {}
+
+
+def _is_finished(info: dict, needs_eval: bool) -> bool:
+    status = info.get("status")
     return status == "evaluated" or (status == "trained" and not needs_eval)
 
 
@@ -243,13 +245,13 @@ def training_flops(cfg) -> float:
     return plan.flops_per_token * plan.total_steps * plan.tokens_per_step
 
 
-def start_order(sweep: Sweep, jobs: int) -> list[int]:
-    """Indices of sweep.runs in the order they start: the sweep's own order with one job;
-    largest first with several (started last, the largest rung would finish alone while
-    the other workers sit idle)."""
-    order = list(range(len(sweep.runs)))
+def start_order(cfgs: list, jobs: int) -> list[int]:
+    """Indices of a sweep's run configs in the order they start: the sweep's own order with
+    one job; largest first with several (started last, the largest rung would finish alone
+    while the other workers sit idle)."""
+    order = list(range(len(cfgs)))
     if jobs > 1:
-        cost = [training_flops(load_config(None, run_args(r))) for r in sweep.runs]
+        cost = [training_flops(c) for c in cfgs]
         order.sort(key=lambda i: -cost[i])
     return order
 
@@ -269,8 +271,9 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
         run, cfg = sweep.runs[i], cfgs[i]
         run_dir = cfg.run_dir()
         key = str(run_dir)
-        if _is_finished(run_dir, cfg.run.evaluate):
-            stale = stale_code_message(run_dir, json.loads((run_dir / "run.json").read_text()))
+        info = _run_info(run_dir)
+        if _is_finished(info, cfg.run.evaluate):
+            stale = stale_code_message(run_dir, info)
             if stale and not quiet:
                 print(stale, file=sys.stderr, flush=True)
             outcome[key] = "skipped"
@@ -306,7 +309,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
                   file=sys.stderr, flush=True)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, start_order(sweep, jobs)))
+        list(pool.map(one, start_order(cfgs, jobs)))
     return outcome
 
 
@@ -328,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError("--jobs must be at least 1")
         sweep = load_sweep(args.file, args.seed)
         if args.dry_run:
-            for i in start_order(sweep, args.jobs):
+            cfgs = [load_config(None, run_args(r)) for r in sweep.runs]
+            for i in start_order(cfgs, args.jobs):
                 print(shlex.join(command_line(sweep, sweep.runs[i])))
             return 0
         outcome = run_sweep(sweep, args.jobs)
