@@ -117,7 +117,13 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x, rotary=None, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, rotary=None, cache: KVCache | None = None, layer: int = 0,
+                keep: int = 0):
+        """Attention outputs (B, T, C) for x (B, T, C); with `keep` > 0 only the last `keep`
+        positions' outputs (B, keep, C), while keys and values still cover (and are cached
+        for) every position."""
+        if keep:
+            return self._forward_tail(x, rotary, cache, layer, keep)
         B, T, C = x.shape
         hs = C // self.n_head
         qkv = self.qkv(x)
@@ -131,17 +137,38 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        # With a cache, queries sit at the end of a longer key sequence: the causal mask must
-        # be offset, so build it explicitly unless this is a plain square (training) call.
-        if k.size(2) == T:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        else:
-            offset = k.size(2) - T
-            mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(offset)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        y = self._attend(q, k, v).transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return F.dropout(self.proj(y), self.dropout, self.training)
+
+    def _forward_tail(self, x, rotary, cache: KVCache | None, layer: int, keep: int):
+        """`forward` for the last `keep` queries: keys and values from every position, the
+        query projection, attention and output projection for the kept ones only."""
+        B, T, C = x.shape
+        hs = C // self.n_head
+        w = self.qkv.weight  # rows: q, k, v
+        q = F.linear(x[:, -keep:], w[:C]).view(B, keep, self.n_head, hs)
+        k, v = F.linear(x, w[C:]).view(B, T, 2, self.n_head, hs).unbind(2)
+        if rotary is not None:
+            cos, sin = rotary
+            q, k = _apply_rotary(q, cos[-keep:], sin[-keep:]), _apply_rotary(k, cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        y = self._attend(q, k, v).transpose(1, 2).contiguous().view(B, keep, C)
+        return F.dropout(self.proj(y), self.dropout, self.training)
+
+    def _attend(self, q, k, v):
+        """Causal attention of queries q (B, nh, Tq, hs) that sit at the end of keys k and
+        values v (B, nh, Tk, hs), Tk >= Tq."""
+        T = q.size(2)
+        # Queries at the end of a longer key sequence (a cache, or kept positions) need the
+        # causal mask offset, so build it explicitly unless this is a plain square call.
+        if k.size(2) == T:
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        offset = k.size(2) - T
+        mask = torch.ones(T, k.size(2), dtype=torch.bool, device=q.device).tril(offset)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class MLP(nn.Module):
@@ -167,8 +194,13 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rotary=None, cache=None, layer=0):
-        x = x + self.attn(self.ln1(x), rotary, cache, layer)
+    def forward(self, x, rotary=None, cache=None, layer=0, keep=0):
+        """x (B, T, C) -> (B, T, C); with `keep` > 0, the last `keep` positions only (the
+        rest still give keys and values to attend to)."""
+        if keep:
+            x = x[:, -keep:] + self.attn(self.ln1(x), rotary, cache, layer, keep)
+        else:
+            x = x + self.attn(self.ln1(x), rotary, cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -216,7 +248,9 @@ class GPT(nn.Module):
 
         With a `cache`, idx holds only the new tokens; positions continue from `cache.pos`.
         `last` > 0 returns logits for the last `last` positions only (B, last, vocab), which
-        is all that scoring needs after a prompt; the output layer then skips the rest.
+        is all that scoring needs after a prompt: the last block's queries, attention, MLP
+        and the output layer then skip the other positions (their keys and values are still
+        computed and cached).
         """
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
@@ -231,15 +265,16 @@ class GPT(nn.Module):
             x = x + self.pos_table[start:start + T]
         else:
             rotary = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        if last and targets is not None:
+            raise ValueError("last= and targets= cannot be combined (the loss needs every "
+                             "position)")
+        # With `last`, the final block computes its queries, MLP and output for the last
+        # positions only (earlier blocks must run on every position: later keys read them).
+        keep = min(last, T) if last else 0
         for i, block in enumerate(self.blocks):
-            x = block(x, rotary, cache, i)
+            x = block(x, rotary, cache, i, keep if i == len(self.blocks) - 1 else 0)
         if cache is not None:
             cache.pos += T
-        if last:
-            if targets is not None:
-                raise ValueError("last= and targets= cannot be combined (the loss needs every "
-                                 "position)")
-            x = x[:, -last:]
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)  # tied output embedding, (B, T, vocab)
         loss = None

@@ -55,6 +55,13 @@ def test_init_is_deterministic_and_cache_matches_full_forward(pos):
     torch.testing.assert_close(rest, full[[2, 0], 10:], atol=1e-5, rtol=1e-5)
     # last=k returns exactly the last k positions' logits
     torch.testing.assert_close(a(idx, last=3)[0], full[:, -3:], atol=1e-6, rtol=1e-6)
+    # ... and, with a cache, still caches every position's keys and values
+    cache = KVCache(cfg.n_layer, cfg.block_size)
+    torch.testing.assert_close(a(idx[:, :12], cache=cache, last=2)[0], full[:, 10:12],
+                               atol=1e-5, rtol=1e-5)
+    rest = torch.cat([a(idx[:, t:t + 1], cache=cache)[0] for t in range(12, 20)], dim=1)
+    torch.testing.assert_close(rest, full[:, 12:], atol=1e-5, rtol=1e-5)
+    assert a(idx, last=50)[0].shape == full.shape  # more than T: every position
 
 
 def test_loss_is_log_vocab_at_init_and_context_limit():
