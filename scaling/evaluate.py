@@ -201,11 +201,12 @@ def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
 
 
 def _decode(model, cache, logits: torch.Tensor, budget: torch.Tensor,
-            stops: torch.Tensor) -> list[list[int]]:
+            stops: torch.Tensor, positions: torch.Tensor | None = None) -> list[list[int]]:
     """Greedy steps from `logits` (b, V), the prediction for each row's next position.
 
     Row b stops at a stop token (excluded) or after budget[b] tokens; the cache advances
-    by one position per step for every row.
+    by one slot per step for every row. `positions` (b,): each row's position of its first
+    generated token, when rows differ (see `_resume`).
     """
     steps = int(budget.max())
     gen = torch.full((len(budget), steps), -1, dtype=torch.long, device=logits.device)
@@ -216,7 +217,8 @@ def _decode(model, cache, logits: torch.Tensor, budget: torch.Tensor,
         gen[:, t] = torch.where(alive, nxt, -1)
         if t == steps - 1 or not bool(alive.any()):
             break
-        logits = model(nxt[:, None], cache=cache)[0][:, -1]
+        at = None if positions is None else (positions + t)[:, None]
+        logits = model(nxt[:, None], cache=cache, positions=at)[0][:, -1]
     rows = gen.tolist()
     return [row[: row.index(-1)] if -1 in row else row for row in rows]
 
@@ -373,7 +375,7 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
             tok_lp = logp[:, :width].gather(-1, tgt.to(device)[..., None]).squeeze(-1)
             tok_lp = tok_lp.cpu().double().numpy()
             am = logp.argmax(-1).cpu().numpy()
-            resume = defaultdict(list)  # k -> [(row, example, token at k, budget left)]
+            resume = []  # (row, example, k, argmax token at k, budget left)
             for b, i in enumerate(chunk):
                 m, gold = lens[b], golds[i]
                 scores[i] = ContinuationScore(tok_lp[b, :m], am[b, :m + 1])
@@ -384,16 +386,31 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
                     continue
                 outs[i] = list(gold[:k]) + [a]
                 if k + 1 < budgets[i]:
-                    resume[k].append((b, i, a, budgets[i] - k - 1))
-            for k, items in resume.items():
-                rows = torch.tensor([b for b, _, _, _ in items], device=device)
-                sub = cache.select(rows, plen + k)
-                first = torch.tensor([[a] for _, _, a, _ in items], device=device)
-                step_logits = model(first, cache=sub)[0][:, -1]
-                left = torch.tensor([r for _, _, _, r in items], device=device)
-                for (_, i, _, _), g in zip(items, _decode(model, sub, step_logits, left, stops)):
+                    resume.append((b, i, k, a, budgets[i] - k - 1))
+            if resume:
+                for (_, i, _, _, _), g in zip(resume, _resume(model, cache, plen, resume, stops)):
                     outs[i] += g
     return scores, outs
+
+
+def _resume(model, cache, plen: int, items: list[tuple], stops: torch.Tensor
+            ) -> list[list[int]]:
+    """Greedy continuations of rows that left the gold answer at different points, in one
+    batch: row b of the teacher-forced `cache` goes on from position plen + k_b with its
+    own token a_b. Each row hides the cached gold tokens past its point (`KVCache.visible`)
+    and decodes at its own positions; new tokens take the slots after the cached ones.
+    items: (row, example, k, a, budget left).
+    """
+    device = _device_of(model)
+    rows = torch.tensor([b for b, _, _, _, _ in items], device=device)
+    sub = cache.select(rows, cache.pos)
+    point = torch.tensor([plen + k for _, _, k, _, _ in items], device=device)
+    left = torch.tensor([r for _, _, _, _, r in items], device=device)
+    slots = torch.arange(sub.pos + 1 + int(left.max()), device=device)
+    sub.visible = (slots < point[:, None]) | (slots >= sub.pos)
+    first = torch.tensor([[a] for _, _, _, a, _ in items], device=device)
+    logits = model(first, cache=sub, positions=point[:, None])[0][:, -1]
+    return _decode(model, sub, logits, left, stops, positions=point + 1)
 
 
 def score_task(model, tokenizer, prep: Prepared,

@@ -64,6 +64,27 @@ def test_init_is_deterministic_and_cache_matches_full_forward(pos):
     assert a(idx, last=50)[0].shape == full.shape  # more than T: every position
 
 
+@pytest.mark.parametrize("pos", ["learned", "rotary", "sinusoidal"])
+def test_rows_go_on_from_different_points_of_a_cached_prefix(pos):
+    # Each row hides the cached slots past its own point and decodes at its own positions
+    # (how the evaluator resumes greedy decoding after teacher forcing, in one batch).
+    cfg = GPTConfig(vocab_size=32, n_layer=2, d_model=32, n_head=4, block_size=24, pos=pos)
+    model = GPT(cfg, seed=3).eval()
+    idx = torch.randint(0, 32, (3, 20))
+    full, _ = model(idx)
+    cache = KVCache(cfg.n_layer, cfg.block_size)
+    model(idx[:, :16], cache=cache)
+    start, steps, rows = torch.tensor([10, 13, 16]), 4, torch.arange(3)
+    slots = torch.arange(16 + steps)
+    cache.visible = (slots < start[:, None]) | (slots >= 16)
+    for t in range(steps):
+        p = start + t
+        logits = model(idx[rows, p][:, None], cache=cache, positions=p[:, None])[0][:, -1]
+        torch.testing.assert_close(logits, full[rows, p], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="block_size"):
+        model(idx[:, :1], positions=torch.full((3, 1), 24))
+
+
 def test_loss_is_log_vocab_at_init_and_context_limit():
     model = GPT(GPTConfig(vocab_size=64, n_layer=1, d_model=16, n_head=1, block_size=8))
     x = torch.randint(0, 64, (4, 8))
