@@ -208,7 +208,7 @@ def _decode(model, cache, logits: torch.Tensor, budget: torch.Tensor,
     by one slot per step for every row. `positions` (b,): each row's position of its first
     generated token, when rows differ (see `_resume`).
     """
-    steps = int(budget.max())
+    steps, block = int(budget.max()), model.cfg.block_size
     gen = torch.full((len(budget), steps), -1, dtype=torch.long, device=logits.device)
     alive = torch.ones(len(budget), dtype=torch.bool, device=logits.device)
     for t in range(steps):
@@ -217,7 +217,9 @@ def _decode(model, cache, logits: torch.Tensor, budget: torch.Tensor,
         gen[:, t] = torch.where(alive, nxt, -1)
         if t == steps - 1 or not bool(alive.any()):
             break
-        at = None if positions is None else (positions + t)[:, None]
+        # Rows past their own budget are fed on with the batch (their tokens are dropped):
+        # keep their positions inside the block.
+        at = None if positions is None else (positions + t).clamp(max=block - 1)[:, None]
         logits = model(nxt[:, None], cache=cache, positions=at)[0][:, -1]
     rows = gen.tolist()
     return [row[: row.index(-1)] if -1 in row else row for row in rows]

@@ -187,6 +187,25 @@ def test_truncated_prompts_decode_from_scratch():
         assert out == plain_greedy(model, ctx, len(gold) + 2, stop)
 
 
+def test_a_row_that_resumes_late_beside_a_long_one_stays_inside_the_block():
+    # A row that leaves its gold answer late shares the decoding batch with a row that decodes
+    # for longer; it is fed on past its own budget, and its positions must stay inside the
+    # block (a ladder run failed with "129 tokens exceeds block_size 128" here).
+    model = GPT(GPTConfig(vocab_size=TOK.vocab_size, n_layer=1, d_model=16, n_head=2,
+                          block_size=30), seed=4).eval()
+    stop = {TOK.eot_id}
+    ctx_a, ctx_b = TOK.encode("\nthe cat sat on a "), TOK.encode("\nq: what is 12 + 3")
+    assert len(ctx_a) == len(ctx_b) == 18  # one batch: equal prompt lengths
+    own = plain_greedy(model, ctx_a, 6, stop)
+    assert len(own) >= 4
+    gold_a = own[:3] + [next(t for t in TOK.encode("xyz") if t != own[3])]  # leaves at k = 3
+    gold_b = TOK.encode("0123456789")  # 18 + budget 12 = the whole block
+    _, outs = ev.teacher_force_and_decode(model, [ctx_a, ctx_b], [gold_a, gold_b], stop,
+                                          batch_size=2)
+    assert outs[0] == plain_greedy(model, ctx_a, len(gold_a) + ev.EXTRA_TOKENS, stop)
+    assert outs[1] == plain_greedy(model, ctx_b, len(gold_b) + ev.EXTRA_TOKENS, stop)
+
+
 # ----------------------------------------------------------------------------- a run
 
 
