@@ -410,6 +410,7 @@ def _resume(model, cache, plen: int, items: list[tuple], stops: torch.Tensor
     left = torch.tensor([r for _, _, _, _, r in items], device=device)
     slots = torch.arange(sub.pos + 1 + int(left.max()), device=device)
     sub.visible = (slots < point[:, None]) | (slots >= sub.pos)
+    sub.capacity = len(slots)  # slots can outnumber the block: grow the buffers once
     first = torch.tensor([[a] for _, _, _, a, _ in items], device=device)
     logits = model(first, cache=sub, positions=point[:, None])[0][:, -1]
     return _decode(model, sub, logits, left, stops, positions=point + 1)

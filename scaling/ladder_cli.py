@@ -148,9 +148,18 @@ def main(argv: list[str] | None = None) -> int:
 
     code = report_main(["--results", str(stored), "--out", str(out)])
     report_seconds = time.perf_counter() - t1
-    spent = timing_summary(run_dirs)
-    print(f"ladder done in {(sweep_seconds + report_seconds) / 60:.1f} min: "
-          f"train {spent['train'] / 60:.1f} min, eval {spent['eval'] / 60:.1f} min, "
-          f"report {report_seconds:.1f} s (runs skipped as finished count 0). "
-          f"Report: {out / 'report.md'}")
+    print(done_message(run_dirs, outcome, sweep_seconds + report_seconds, report_seconds) +
+          f" Report: {out / 'report.md'}")
     return code
+
+
+def done_message(run_dirs: list[Path], outcome: dict[str, str], wall_seconds: float,
+                 report_seconds: float) -> str:
+    """The closing line: wall time, and the train/eval time of the runs done by this call
+    (finished runs that were reused cost nothing now, so they are counted apart)."""
+    ran = [d for d in run_dirs if outcome.get(str(d)) == "finished"]
+    reused = sum(outcome.get(str(d)) == "skipped" for d in run_dirs)
+    spent = timing_summary(ran)
+    return (f"ladder done in {wall_seconds / 60:.1f} min: {len(ran)} run(s) done now (train "
+            f"{spent['train'] / 60:.1f} min, eval {spent['eval'] / 60:.1f} min, summed over "
+            f"runs), {reused} finished run(s) reused, report {report_seconds:.1f} s.")

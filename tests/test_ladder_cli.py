@@ -36,3 +36,19 @@ def test_only_the_default_ladder_and_its_seeds_report_into_reports():
     root = Path("runs/x")
     assert report_dir(names["cpu"], root) == report_dir(names["seeds"], root) == Path("reports")
     assert report_dir(names["quick"], root) == report_dir(names["tiny"], root) == root / "report"
+
+
+def test_done_message_counts_only_the_runs_done_now(tmp_path):
+    import json
+
+    from scaling.ladder_cli import done_message
+
+    dirs = [tmp_path / name for name in ("a", "b", "c")]
+    for d, seconds in zip(dirs, (60.0, 120.0, 600.0)):
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"train_seconds": seconds,
+                                                "eval_seconds": seconds / 2}))
+    outcome = {str(dirs[0]): "finished", str(dirs[1]): "finished", str(dirs[2]): "skipped"}
+    line = done_message(dirs, outcome, wall_seconds=150.0, report_seconds=3.0)
+    assert "2 run(s) done now (train 3.0 min, eval 1.5 min" in line
+    assert "1 finished run(s) reused" in line and "ladder done in 2.5 min" in line
