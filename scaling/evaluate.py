@@ -193,9 +193,7 @@ def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
             chunk = idxs[start:start + batch_size]
             x = torch.tensor([prepared[i][0] for i in chunk], device=device)
             budget = torch.tensor([prepared[i][1] for i in chunk], device=device)
-            # Buffers sized to what this batch uses: a block-sized cache per batch cost
-            # 10% of an s3 evaluation in memory traffic.
-            cache = KVCache(model.cfg.n_layer, x.size(1) + int(budget.max()))
+            cache = KVCache(model.cfg.n_layer, x.size(1) + int(budget.max()))  # what it uses
             logits = model(x, cache=cache, last=1)[0][:, -1]
             for i, row in zip(chunk, _decode(model, cache, logits, budget, stops)):
                 out[i] = row
@@ -372,7 +370,9 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
             width = max(lens)
             x = _padded([contexts[i] + golds[i] for i in chunk], plen + width)
             tgt = _padded([golds[i] for i in chunk], width)
-            cache = KVCache(model.cfg.n_layer, plen + width)  # decoding goes on in a copy
+            # Buffers of this batch's length (a block each cost 10% of an s3 evaluation in
+            # memory traffic); decoding goes on in a copy (`_resume`).
+            cache = KVCache(model.cfg.n_layer, plen + width)
             # Right padding is harmless (causal). Positions plen-1 .. plen+width-1 predict
             # the gold tokens and the one after: only they go through the output layer.
             logits = model(x.to(device), cache=cache, last=width + 1)[0]

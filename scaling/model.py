@@ -69,9 +69,9 @@ def _sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
 class KVCache:
     """Per-layer key/value buffers for incremental decoding; `pos` is the next position.
 
-    Buffers hold `capacity` positions from the first update on (the model's block size,
-    typically), so a decoding step writes one position in place instead of copying the
-    whole cache with torch.cat. A sequence that outgrows the buffers is copied into larger
+    Buffers hold `capacity` positions from the first update on (what the caller will use),
+    so a decoding step writes one position in place instead of copying the whole cache
+    with torch.cat. A sequence that outgrows the buffers is copied into larger
     ones, so capacity is an optimisation, never a limit.
 
     `visible` (B, slots), when set, hides cached slots from attention row by row (False =
@@ -141,11 +141,7 @@ class CausalSelfAttention(nn.Module):
             q, k, v = qkv.split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2) for t in (q, k, v))
-        visible = None
-        if cache is not None:
-            k, v = cache.update(layer, k, v)
-            visible = cache.visible
-        y = self._attend(q, k, v, visible).transpose(1, 2).contiguous().view(B, T, C)
+        y = self._attend(q, k, v, cache, layer).transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.proj(y), self.dropout, self.training)
 
     def _forward_tail(self, x, rotary, cache: KVCache | None, layer: int, keep: int):
@@ -161,16 +157,17 @@ class CausalSelfAttention(nn.Module):
             q = _apply_rotary(q, cos[..., -keep:, :], sin[..., -keep:, :])
             k = _apply_rotary(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        y = self._attend(q, k, v, cache, layer).transpose(1, 2).contiguous().view(B, keep, C)
+        return F.dropout(self.proj(y), self.dropout, self.training)
+
+    def _attend(self, q, k, v, cache: KVCache | None, layer: int):
+        """Causal attention of queries q (B, nh, Tq, hs) that sit at the end of keys k and
+        values v (B, nh, Tk, hs), Tk >= Tq. With a cache, this call's k, v are stored and
+        every cached one is attended to, except the slots `cache.visible` hides."""
         visible = None
         if cache is not None:
             k, v = cache.update(layer, k, v)
             visible = cache.visible
-        y = self._attend(q, k, v, visible).transpose(1, 2).contiguous().view(B, keep, C)
-        return F.dropout(self.proj(y), self.dropout, self.training)
-
-    def _attend(self, q, k, v, visible: torch.Tensor | None = None):
-        """Causal attention of queries q (B, nh, Tq, hs) that sit at the end of keys k and
-        values v (B, nh, Tk, hs), Tk >= Tq; `visible` (B, >= Tk) hides keys per row."""
         T, Tk = q.size(2), k.size(2)
         # Queries at the end of a longer key sequence (a cache, or kept positions) need the
         # causal mask offset, so build it explicitly unless this is a plain square call.
