@@ -317,12 +317,13 @@ def prepare(task: Task, tokenizer) -> Prepared:
     examples = task.examples()
     if not examples:
         raise EvalError(f"task {task.id}: the generator produced no held-out instances")
-    contexts = [tokenizer.encode(task.context(e)) for e in examples]
+    contexts = tokenizer.encode_batch([task.context(e) for e in examples])
     golds, choices, gold_index = [], [], []
     if task.kind == GENERATE:
-        golds = [tokenizer.encode(e.answer) for e in examples]
+        golds = tokenizer.encode_batch([e.answer for e in examples])
     else:
-        choices = [[tokenizer.encode(c) for c in e.choices] for e in examples]
+        flat = iter(tokenizer.encode_batch([c for e in examples for c in e.choices]))
+        choices = [[next(flat) for _ in e.choices] for e in examples]
         gold_index = [task.gold_index(e) for e in examples]
     return Prepared(task, examples, contexts, golds, choices, gold_index)
 

@@ -88,6 +88,8 @@ def test_bpe_tokenizer_round_trip(tmp_path):
     assert tok.decode(ids) == text
     assert tok.decode([tok.eot_id, *ids]) == text
     assert 0 <= tok.eot_id < tok.vocab_size <= 65535
+    texts = [text, "", "héllo"]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
 
 
 # ---------------------------------------------------------------- skills
@@ -350,3 +352,13 @@ def test_bin_source_and_bpe_corpus(tmp_path):
 def test_manifest_is_json_with_hashes(corpus):
     m = json.loads((corpus / "manifest.json").read_text())
     assert m["spec_hash"].startswith(corpus.name) and set(m["sha256"]) == {"train", "val"}
+
+
+def test_encode_batch_equals_encode_of_each_text():
+    from scaling.data.tokenizer import get_tokenizer
+
+    tok = get_tokenizer("char")
+    texts = ["\nQ: what is 3 plus 4? A: ", "7", "", "copy: abc|abc"]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    with pytest.raises(ValueError, match="position 2"):
+        tok.encode_batch(["ok", "ab\u00e9"])

@@ -25,7 +25,7 @@ then use `tokenizer: my_bpe.json` in the corpus spec.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,21 @@ class CharTokenizer:
         """Encode `text` to ids; ValueError names the first character outside the alphabet."""
         return self.encode_array(text).tolist()
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """`encode` of each text, in one numpy pass over all of them (an evaluation
+        tokenizes tens of thousands of short prompts: one call each took 10% of it)."""
+        try:
+            ids = self.encode_array("".join(texts)).tolist()
+        except ValueError:
+            for text in texts:  # the error names the text and position
+                self.encode(text)
+            raise
+        out, start = [], 0
+        for text in texts:  # ASCII: one id per character
+            out.append(ids[start:start + len(text)])
+            start += len(text)
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
         """Decode ids to text; eot decodes to "" and unused padding ids to U+FFFD."""
         arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
@@ -136,6 +151,10 @@ class BPETokenizer:
     def encode(self, text: str) -> list[int]:
         """Encode `text` to ids (no special tokens added)."""
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """`encode` of each text, batched by `tokenizers`."""
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Decode ids to text; eot (a special token) decodes to ""."""
