@@ -90,6 +90,34 @@ def _padded(rows: Sequence[list[int]], width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+# A batch's shared prompt prefix runs once when that saves at least this many token
+# positions: the one-row pass costs about a forward call's fixed overhead.
+MIN_SHARED_POSITIONS = 64
+
+
+def _prefill(model, x: torch.Tensor, capacity: int, last: int):
+    """`model(x, cache=..., last=last)` for a batch of rows, the common prefix run once.
+
+    Rows of one task often open alike (a prompt's fixed words), so the longest prefix every
+    row shares, up to the positions `last` asks for, runs for one row and its keys and
+    values are copied to all rows (`KVCache.expand`); the rows then go on from it with their
+    own tokens. Returns (logits of the last `last` positions, the cache of `capacity`
+    positions that holds every row's keys and values).
+    """
+    from scaling.model import KVCache
+
+    b, t = x.shape
+    same = (x == x[:1]).all(0).int()  # (t,) 1 where every row has the first row's token
+    shared = min(int(same.cumprod(0).sum()), t - last)
+    if shared * (b - 1) < MIN_SHARED_POSITIONS:
+        cache = KVCache(model.cfg.n_layer, capacity)
+        return model(x, cache=cache, last=last)[0], cache
+    one = KVCache(model.cfg.n_layer, shared)
+    model(x[:1, :shared], cache=one, last=1)
+    cache = one.expand(b, capacity)
+    return model(x[:, shared:], cache=cache, last=last)[0], cache
+
+
 def _windows(pairs: Sequence[tuple[list[int], list[int]]], block: int):
     # One (input, n_scored) row per pair that fits in a window; pairs that do not fit are
     # split into one row per continuation token, each with the longest context that fits.
@@ -174,7 +202,6 @@ def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
     """
     block = model.cfg.block_size
     device = _device_of(model)
-    from scaling.model import KVCache
 
     prepared = []
     for p, mn in zip(prompts, max_new):
@@ -193,8 +220,8 @@ def greedy_generate(model, prompts: Sequence[list[int]], max_new: Sequence[int],
             chunk = idxs[start:start + batch_size]
             x = torch.tensor([prepared[i][0] for i in chunk], device=device)
             budget = torch.tensor([prepared[i][1] for i in chunk], device=device)
-            cache = KVCache(model.cfg.n_layer, x.size(1) + int(budget.max()))  # what it uses
-            logits = model(x, cache=cache, last=1)[0][:, -1]
+            logits, cache = _prefill(model, x, x.size(1) + int(budget.max()), last=1)
+            logits = logits[:, -1]
             for i, row in zip(chunk, _decode(model, cache, logits, budget, stops)):
                 out[i] = row
     return out
@@ -249,7 +276,6 @@ def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list
     whose context and longest option do not fit the window go through
     `score_continuations`, one (context, option) pair at a time.
     """
-    from scaling.model import KVCache
 
     block = model.cfg.block_size
     device = _device_of(model)
@@ -269,10 +295,9 @@ def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list
     for plen, idxs in groups.items():
         for start in range(0, len(idxs), batch_size):
             chunk = idxs[start:start + batch_size]
-            cache = KVCache(model.cfg.n_layer, plen)
             x = _padded([contexts[i] for i in chunk], plen).to(device)
-            first = F.log_softmax(model(x, cache=cache, last=1)[0][:, -1].float(),
-                                  dim=-1)  # (b, V)
+            logits, cache = _prefill(model, x, plen, last=1)
+            first = F.log_softmax(logits[:, -1].float(), dim=-1)  # (b, V)
             parent = [b for b, i in enumerate(chunk) for _ in options[i]]
             opts = [o for i in chunk for o in options[i]]
             rows = torch.tensor(parent, device=device)
@@ -343,7 +368,6 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
     when their prompts have equal length. Examples whose prompt the window cuts take the
     general path: `score_continuations` and `greedy_generate` from the cut prompt.
     """
-    from scaling.model import KVCache
 
     block = model.cfg.block_size
     device = _device_of(model)
@@ -371,12 +395,11 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
             width = max(lens)
             x = _padded([contexts[i] + golds[i] for i in chunk], plen + width)
             tgt = _padded([golds[i] for i in chunk], width)
-            # Buffers of this batch's length (a block each cost 10% of an s3 evaluation in
-            # memory traffic); decoding goes on in a copy (`_resume`).
-            cache = KVCache(model.cfg.n_layer, plen + width)
             # Right padding is harmless (causal). Positions plen-1 .. plen+width-1 predict
-            # the gold tokens and the one after: only they go through the output layer.
-            logits = model(x.to(device), cache=cache, last=width + 1)[0]
+            # the gold tokens and the one after: only they go through the output layer. The
+            # cache holds this batch's length (a block each cost 10% of an s3 evaluation in
+            # memory traffic); decoding goes on in a copy (`_resume`).
+            logits, cache = _prefill(model, x.to(device), plen + width, last=width + 1)
             logp = F.log_softmax(logits.float(), dim=-1)  # (b, width+1, V)
             tok_lp = logp[:, :width].gather(-1, tgt.to(device)[..., None]).squeeze(-1)
             tok_lp = tok_lp.cpu().double().numpy()

@@ -112,6 +112,19 @@ class KVCache:
         out.pos = length
         return out
 
+    def expand(self, batch: int, capacity: int) -> KVCache:
+        """A cache of `batch` rows that all hold this cache's first row, continuing at `pos`.
+
+        A prompt prefix that every row of a batch shares is run once, for one row, and
+        expanded: the rows' own tokens then continue from it. No copy here; the next update
+        copies the prefix into buffers of `capacity` positions."""
+        out = KVCache(len(self.layers), capacity)
+        out.layers = [None if kv is None else
+                      tuple(t[:1, :, :self.pos].expand(batch, -1, -1, -1) for t in kv)
+                      for kv in self.layers]
+        out.pos = self.pos
+        return out
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with a fused qkv projection."""

@@ -156,12 +156,62 @@ def test_choice_logprobs_match_pairwise_scoring(pos):
         np.testing.assert_allclose(lls, [r.logprobs.sum() for r in ref], atol=1e-4)
 
 
+@pytest.mark.parametrize("pos", ["learned", "rotary", "sinusoidal"])
+def test_a_shared_prefix_runs_once_and_changes_nothing(pos):
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=32,
+                          pos=pos), seed=6).eval()
+    rng = np.random.default_rng(6)
+    prefix = rng.integers(2, 96, 10).tolist()
+    x = torch.tensor([prefix + rng.integers(2, 96, 7).tolist() for _ in range(12)])
+    x[:4, 10] = x[0, 10]  # some rows share more than others: the common prefix is 10
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda _, args: shapes.append(tuple(args[0].shape)))
+    with torch.inference_mode():
+        logits, cache = ev._prefill(model, x, capacity=20, last=5)
+    hook.remove()
+    assert shapes == [(1, 10), (12, 7)]  # the prefix once, then each row's own tokens
+    with torch.inference_mode():
+        full = model(x)[0]
+        torch.testing.assert_close(logits, full[:, -5:], atol=1e-5, rtol=1e-5)
+        # the cache holds every row's keys and values: decoding goes on exactly
+        nxt = torch.randint(2, 96, (12, 1))
+        step = model(nxt, cache=cache)[0][:, -1]
+        torch.testing.assert_close(step, model(torch.cat([x, nxt], 1))[0][:, -1],
+                                   atol=1e-5, rtol=1e-5)
+        # identical rows: the shared part stops where the asked-for positions begin
+        same = x[:1].repeat(12, 1)
+        logits, _ = ev._prefill(model, same, capacity=17, last=3)
+        torch.testing.assert_close(logits, model(same)[0][:, -3:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pos", ["learned", "rotary"])
+def test_prompts_with_a_common_prefix_decode_and_score_as_alone(pos, monkeypatch):
+    monkeypatch.setattr(ev, "MIN_SHARED_POSITIONS", 1)
+    model = GPT(GPTConfig(vocab_size=128, n_layer=2, d_model=32, n_head=2, block_size=32,
+                          pos=pos), seed=7).eval()
+    rng = np.random.default_rng(7)
+    head = rng.integers(2, 96, 6).tolist()
+    prompts = [head + rng.integers(2, 96, 5).tolist() for _ in range(9)]
+    stops = {0, 1}
+    got = ev.greedy_generate(model, prompts, [6] * 9, stops, batch_size=4)
+    assert got == [plain_greedy(model, p, 6, stops) for p in prompts]
+    options = [[rng.integers(2, 96, rng.integers(1, 4)).tolist() for _ in range(3)]
+               for _ in prompts]
+    lls = ev.choice_logprobs(model, prompts, options, batch_size=4)
+    for ctx, opts, ll in zip(prompts, options, lls):
+        ref = ev.score_continuations(model, [(ctx, o) for o in opts])
+        np.testing.assert_allclose(ll, [r.logprobs.sum() for r in ref], atol=1e-4)
+
+
 def test_stop_token_ids():
     assert ev.stop_token_ids(TOK, (LINE_START, ".", "ab", "")) == {
         TOK.eot_id, TOK.encode("\n")[0], TOK.encode(".")[0]}
 
 
-def test_greedy_shortcut_equals_plain_greedy(trained):
+@pytest.mark.parametrize("share", [False, True])
+def test_greedy_shortcut_equals_plain_greedy(trained, monkeypatch, share):
+    # share: every batch's common prompt prefix (here the line start) runs once
+    monkeypatch.setattr(ev, "MIN_SHARED_POSITIONS", 1 if share else 10**9)
     _, model = trained
     task = FixedTask("echo", skill="addition", difficulty=2, fixed=echo_examples(model))
     prep = ev.prepare(task, TOK)
