@@ -14,7 +14,8 @@ How a task is scored (all batched, fp32, under torch.inference_mode):
    teacher-forced argmax differs, so an example whose argmax reproduces the answer and
    then a stop token needs no decoding, and the others resume decoding from the cached
    prefix at their first divergence (`teacher_force_and_decode`). Rows share a batch when
-   their prompts have equal length (a cached batch shares positions).
+   their prompts have equal length (a cached batch shares positions), and the prefix that
+   every prompt of a batch opens with runs once (`_prefill`).
 2. Multiple choice: every option's summed log-likelihood; the prompt is run once and the
    options continue from its KV cache (`choice_logprobs`).
 
@@ -276,7 +277,6 @@ def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list
     whose context and longest option do not fit the window go through
     `score_continuations`, one (context, option) pair at a time.
     """
-
     block = model.cfg.block_size
     device = _device_of(model)
     out: list = [None] * len(contexts)
@@ -368,7 +368,6 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
     when their prompts have equal length. Examples whose prompt the window cuts take the
     general path: `score_continuations` and `greedy_generate` from the cut prompt.
     """
-
     block = model.cfg.block_size
     device = _device_of(model)
     n = len(contexts)
