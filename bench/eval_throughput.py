@@ -14,13 +14,14 @@ reads them from the export (YAML + JSONL) written before its clock starts. A war
 forward pass runs before both, so neither pays torch's one-time start-up, and the paths
 alternate for `--rounds` rounds, each keeping its best time (a process's first pass over
 the tasks is slower, whichever path makes it). It prints examples/s of each path, the
-ratio, and checks that the scores agree (exact match etc. equal, log-probabilities within
-1e-4).
+ratio, the token positions each path runs through the model (the work it asks for), and
+checks that the scores agree (exact match etc. equal, log-probabilities within 1e-4).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -48,6 +49,26 @@ def _untrained_checkpoint(size: str, folder: Path) -> Path:
                            {"run": f"untrained-{size}", "rung": size, "params": counts["total"],
                             "nonembed_params": counts["nonembed"], "tokens": 0, "flops": 0.0,
                             "tokenizer": "char"})
+
+
+@contextlib.contextmanager
+def counting_positions(counts: dict, key: str):
+    """Add to counts[key] the token positions (padding included) that every GPT forward call
+    inside the block is given: the work each path asks of the model, whichever way it
+    batches. One integer add per call, nothing per token."""
+    from scaling.model import GPT
+
+    forward = GPT.forward
+
+    def counted(self, idx, *args, **kwargs):
+        counts[key] = counts.get(key, 0) + idx.numel()
+        return forward(self, idx, *args, **kwargs)
+
+    GPT.forward = counted
+    try:
+        yield
+    finally:
+        GPT.forward = forward
 
 
 def _fresh_run(ckpt: Path, run: Path) -> Path:
@@ -118,21 +139,23 @@ def main(argv: list[str] | None = None) -> int:
         # Rounds alternate the two paths and each keeps its best time: whichever runs first
         # in a process also pays the process's warm-up (measured 0.4-0.6 s at s2, a quarter
         # of the native time), so one round in a fixed order favours the second path.
-        native_times, lm_eval_times = [], []
+        native_times, lm_eval_times, positions = [], [], {}
         for r in range(args.rounds):
             run = _fresh_run(ckpt, tmp / f"run{r}")
-            t0 = time.perf_counter()
-            evaluate_run(run, tasks=tasks, progress=False, batch_size=args.batch_size,
-                         threads=args.threads)
-            native_times.append(time.perf_counter() - t0)
+            with counting_positions(positions, f"native{r}"):
+                t0 = time.perf_counter()
+                evaluate_run(run, tasks=tasks, progress=False, batch_size=args.batch_size,
+                             threads=args.threads)
+                native_times.append(time.perf_counter() - t0)
 
-            t0 = time.perf_counter()
-            tm = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
-            out = lm_eval.simple_evaluate(
-                model="scaling", tasks=names, task_manager=tm,
-                model_args=f"checkpoint={ckpt},batch_size={args.batch_size},"
-                           f"threads={args.threads}")
-            lm_eval_times.append(time.perf_counter() - t0)
+            with counting_positions(positions, f"lm-eval{r}"):
+                t0 = time.perf_counter()
+                tm = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
+                out = lm_eval.simple_evaluate(
+                    model="scaling", tasks=names, task_manager=tm,
+                    model_args=f"checkpoint={ckpt},batch_size={args.batch_size},"
+                               f"threads={args.threads}")
+                lm_eval_times.append(time.perf_counter() - t0)
         native_s, lm_eval_s = min(native_times), min(lm_eval_times)
 
         cli_s, cli_results = None, None
@@ -179,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
               f"(rounds: {each(lm_eval_times)} s)")
         print(f"speed-up : {lm_eval_s / native_s:.1f}x (native over lm-eval; {rounds}; first "
               f"round alone: {lm_eval_times[0] / native_times[0]:.1f}x)")
+        native_pos, lm_eval_pos = positions.get("native0", 0), positions.get("lm-eval0", 0)
+        print(f"positions through the model (padding included): native {native_pos:,}, "
+              f"lm-eval {lm_eval_pos:,} ({lm_eval_pos / max(native_pos, 1):.1f}x; lm-eval "
+              "asks one loglikelihood request per gold token, each a full forward pass)")
         if cli_s is not None:
             print(f"lm-eval CLI: {cli_s:5.2f} s  {n_examples / cli_s:9.1f} examples/s  "
                   f"({cli_s / native_s:.1f}x slower than native)")

@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on a small case (their figures are not asserted)."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def test_eval_bench_compares_both_paths_and_checks_scores(capsys):
     assert code == 0, out
     assert "scores equal: yes" in out and "best of 2 rounds" in out
     assert "(rounds: " in out and "speed-up" in out
+    native, lm_eval = (int(n.replace(",", "")) for n in re.search(
+        r"positions through the model.*: native ([\d,]+), lm-eval ([\d,]+)", out).groups())
+    assert 0 < native < lm_eval  # lm-eval's per-gold-token requests each run a full pass
 
 
 def test_train_bench_times_a_rung():
