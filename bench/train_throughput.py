@@ -23,7 +23,7 @@ import torch
 
 from scaling import ladder
 from scaling.model import GPT
-from scaling.train import Plan, make_optimizer
+from scaling.train import Plan, compile_for_training, make_optimizer
 from scaling.config import Config
 
 
@@ -65,7 +65,7 @@ def bench_rung(name: str, device, dtype: str, steps: int, compile_: bool, block_
     plan = Plan(gcfg, ladder.learning_rate(counts["nonembed"]), batch, steps, [],
                 counts["total"], counts["nonembed"], model.estimate_flops())
     opt = make_optimizer(model, plan, Config())
-    step_model = torch.compile(model) if compile_ else model
+    step_model = compile_for_training(model, device) if compile_ else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     x = torch.randint(0, vocab_size, (batch, block_size), device=device)
     y = torch.randint(0, vocab_size, (batch, block_size), device=device)
@@ -102,7 +102,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per rung")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--compile", action="store_true", help="torch.compile each model")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each model as training does (C++ wrapper on CPU)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--batch", type=int, default=0,
                    help="sequences per step (0 = the OLMo rule of ladder.py; the CPU sweeps "
