@@ -221,19 +221,24 @@ def _option(argv: list[str], name: str) -> str | None:
 
 
 def _checkpoint_info(argv: list[str]) -> tuple[str, int | None]:
-    """(tokenizer, block size) of the checkpoint named in --model_args, if any."""
+    """(tokenizer, block size) of the checkpoint named in --model_args, if any.
+
+    A checkpoint that is named but missing or unreadable raises CheckpointError here,
+    before lm-eval starts, rather than as a traceback from inside lm-eval.
+    """
     args = _option(argv, "--model_args") or _option(argv, "-a") or ""
     for part in args.replace(" ", ",").split(","):
         if part.startswith("checkpoint="):
-            try:
-                path = resolve_checkpoint(part.split("=", 1)[1])
-                tokenizer = read_metadata(path).get("tokenizer", "char")
-                from scaling.checkpoint import load_checkpoint
+            from scaling.checkpoint import load_checkpoint
 
-                state, _ = load_checkpoint(path)
+            path = resolve_checkpoint(part.split("=", 1)[1])
+            tokenizer = read_metadata(path).get("tokenizer", "char")
+            state, _ = load_checkpoint(path)
+            try:
                 return tokenizer, int(state["model_config"]["block_size"])
-            except (CheckpointError, KeyError):
-                break
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{path}: no model_config.block_size in the checkpoint"
+                                      ) from None
     return "char", None
 
 
@@ -280,14 +285,33 @@ def cli_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     wants_help = not argv or any(a in ("-h", "--help") for a in argv)
-    if not wants_help and _option(argv, "--include_path") is None:
-        from scaling.lm_eval_tasks import default_dir, export
+    try:
+        if not wants_help:
+            tokenizer, block = _checkpoint_info(argv)
+        if not wants_help and _option(argv, "--include_path") is None:
+            from scaling.lm_eval_tasks import default_dir, export
 
-        tokenizer, block = _checkpoint_info(argv)
-        name = "char" if tokenizer == "char" else Path(tokenizer).stem
-        folder = default_dir() / (f"{name}-block{block}" if block else name)
-        export(folder, tokenizer=tokenizer, block_size=block, force=False)
-        argv += ["--include_path", str(folder)]
+            name = "char" if tokenizer == "char" else Path(tokenizer).stem
+            folder = default_dir() / (f"{name}-block{block}" if block else name)
+            export(folder, tokenizer=tokenizer, block_size=block, force=False)
+            argv += ["--include_path", str(folder)]
+        return _run_lm_eval_cli(argv)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if not str(exc).startswith("Tasks not found"):  # lm-eval 0.4.13's wording
+            raise
+        from scaling.lm_eval_tasks import TAG
+
+        print(f"error: lm-eval: {exc}; the probe tasks are named probe_<task id> (e.g. "
+              f"probe_addition_3d, probe_icl_4shot) and all of them form the group "
+              f"{TAG}", file=sys.stderr)
+        return 2
+
+
+def _run_lm_eval_cli(argv: list[str]) -> int:
+    """lm-eval's own CLI entry point on `argv`; its exit status."""
     from lm_eval.__main__ import cli_evaluate
 
     saved = sys.argv

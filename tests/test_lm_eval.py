@@ -324,3 +324,28 @@ def test_cli_passes_through_to_lm_eval(tmp_path, monkeypatch, capsys):
     assert "probe_copy_4" in out and "exact_match" in out
     assert (tmp_path / "auto" / "char-block128" / "probe_icl_8shot.yaml").is_file()  # exported
     assert list((tmp_path / "results").rglob("results_*.json"))
+
+
+def test_cli_run_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    """A missing or corrupted checkpoint and an unknown task name: one line, exit 2."""
+    run = save_untrained(tmp_path / "run")
+    monkeypatch.setenv("SCALING_LM_EVAL_TASKS", str(tmp_path / "auto"))
+    monkeypatch.setattr(registry, "TASK_MODULES", ["copy"])  # keep the export small
+
+    def one_line_error(args):
+        code = cli_main(["run", "--model", "scaling", *args])
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+
+    assert "no such checkpoint" in one_line_error(
+        ["--model_args", f"checkpoint={tmp_path / 'nope'}", "--tasks", "probe_copy_4"])
+    ckpt = list_checkpoints(run)[-1][1]
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    assert "corrupted" in one_line_error(
+        ["--model_args", f"checkpoint={ckpt}", "--tasks", "probe_copy_4"])
+    run = save_untrained(tmp_path / "run2")
+    err = one_line_error(["--model_args", f"checkpoint={run}", "--tasks", "probe_copy_99"])
+    assert "probe_copy_99" in err and TAG in err
