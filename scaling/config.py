@@ -265,6 +265,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = from_dict(load_yaml(path), cfg)
     for key, value in parse_overrides(overrides or []).items():
         if "." not in key:  # a nested wandb parameter: --section={'key': value, ...}
+            sections = _field_types(Config)
+            if key not in sections:
+                raise ConfigError(f"unknown option --{key}{_closest(key, sections)}; config "
+                                  "fields are set as --section.key=value (e.g. --model.size=s3)")
             parsed = yaml.safe_load(value) if isinstance(value, str) else value
             if not isinstance(parsed, dict):
                 raise ConfigError(f"--{key}={value!r}: a section override must be a mapping")

@@ -58,6 +58,8 @@ def read_file(path: str | os.PathLike) -> pd.DataFrame:
         raise ResultsError(f"{path}: cannot be read as a results file ({exc})") from exc
     try:
         return _check_columns(df, str(path))
+    except ResultsError:
+        raise  # already names the file
     except (ValueError, TypeError) as exc:
         raise ResultsError(f"{path}: {exc}") from exc
 

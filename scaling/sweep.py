@@ -144,6 +144,8 @@ def load_sweep(path: str | Path, seed: int = 0) -> Sweep:
     if method in SERVER_ONLY_METHODS:
         raise SweepError(f"{path}: method {method!r} needs a W&B server; use wandb agent, or "
                          "grid/random here")
+    if method is None:
+        raise SweepError(f"{path}: no method; give method: grid or method: random")
     if method not in METHODS:
         raise SweepError(f"{path}: unknown method {method!r}; use grid or random")
     params = _flatten(doc.get("parameters") or {})

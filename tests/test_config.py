@@ -33,6 +33,8 @@ def test_nested_dict_literal_as_wandb_passes_it():
     (["--train.batch_size=1.5"], "expected an integer"),
     (["--run.wandb=cloud"], "run.wandb"),
     (["size=s2"], "overrides look like"),
+    (["--nonsense=1"], "unknown option --nonsense"),
+    (["--modle={'size': 's1'}"], "did you mean 'model'"),
 ])
 def test_bad_values_are_refused(args, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):

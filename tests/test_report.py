@@ -176,6 +176,7 @@ def test_error_missing_columns(tmp_path, capsys):
     rc, out = _run(tmp_path, df)
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "flops" in err
+    assert err.count(str(tmp_path)) == 1  # the file is named once
     assert not out.exists()
 
 

@@ -64,6 +64,7 @@ def test_args_are_what_a_wandb_agent_passes(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"method": "bayes"}, "needs a W&B server"),
     ({"method": "hyperband"}, "unknown method"),
+    ({"method": None}, "no method"),
     ({"parameters": {"model.sise": {"value": "s1"}}}, "did you mean 'model.size'"),
     ({"parameters": {"model.size": {"values": ["s1"]}}, "method": "random"}, "run_cap"),
     ({"command": ["${interpreter}", "${whatever}"]}, "unknown command macro"),
