@@ -285,12 +285,11 @@ def cli_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     wants_help = not argv or any(a in ("-h", "--help") for a in argv)
-    try:
-        if not wants_help:
-            tokenizer, block = _checkpoint_info(argv)
+    try:  # a bad checkpoint raises CheckpointError here or from the backend inside lm-eval
         if not wants_help and _option(argv, "--include_path") is None:
             from scaling.lm_eval_tasks import default_dir, export
 
+            tokenizer, block = _checkpoint_info(argv)
             name = "char" if tokenizer == "char" else Path(tokenizer).stem
             folder = default_dir() / (f"{name}-block{block}" if block else name)
             export(folder, tokenizer=tokenizer, block_size=block, force=False)
