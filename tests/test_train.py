@@ -38,6 +38,12 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("corpora")
 
 
+@pytest.fixture(scope="module")
+def eager_run(tmp_path_factory, data_root):
+    """One uninterrupted eager single-process run of TINY: the reference of several tests."""
+    return train(load_config(None, _args(tmp_path_factory.mktemp("eager"), "run", data_root)))
+
+
 def _cli(args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "scaling.train", *args], env=env,
@@ -45,11 +51,12 @@ def _cli(args, **kw):
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_kill_and_resume_is_bit_exact(tmp_path, data_root, compiled):
+def test_kill_and_resume_is_bit_exact(tmp_path, data_root, eager_run, compiled):
     """Killed twice and resumed, a run ends with the uninterrupted run's exact weights, also
     when torch.compile trains it (CPU: Inductor's C++ wrapper)."""
     extra = ["--train.compile=true"] if compiled else []
-    reference = train(load_config(None, _args(tmp_path, "ref", data_root) + extra))
+    reference = (train(load_config(None, _args(tmp_path, "ref", data_root) + extra))
+                 if compiled else eager_run)
     ref_weights, ref_step = _final_weights(reference)
     assert ref_step == 40
 
@@ -73,8 +80,7 @@ def test_kill_and_resume_is_bit_exact(tmp_path, data_root, compiled):
     assert len(rows) == len(ref_rows)
     assert [r.split(",")[10] for r in rows[1:]] == [r.split(",")[10] for r in ref_rows[1:]]
     if compiled:  # the fused kernels round differently from eager ones, and that is all
-        eager = _losses(train(load_config(None, _args(tmp_path, "eager", data_root))))
-        assert max(abs(a - b) for a, b in zip(eager, _losses(reference))) < 1e-4
+        assert max(abs(a - b) for a, b in zip(_losses(eager_run), _losses(reference))) < 1e-4
 
 
 def test_resume_refuses_other_config_and_changed_corpus(tmp_path, data_root):
@@ -104,10 +110,10 @@ def test_corrupted_shard_stops_training_before_a_step(tmp_path, data_root):
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_ddp_two_processes_match_one(tmp_path, data_root, compiled):
+def test_ddp_two_processes_match_one(tmp_path, data_root, eager_run, compiled):
     """Same global batch of 8: 2 gloo processes x 4 rows vs 1 eager process x 8 rows; the
     DDP run compiled (Inductor's C++ wrapper around DDP's hooks) or eager."""
-    single = train(load_config(None, _args(tmp_path, "single", data_root)))
+    single = eager_run
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     proc = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node=2", "-m", "scaling.train",
