@@ -306,8 +306,7 @@ def choice_logprobs(model, contexts: Sequence[list[int]], options: Sequence[list
             total = first[rows, tok0].double()  # (n_opts,) log p of each option's first token
             width = max(map(len, opts))
             if width > 1:
-                sub = cache.select(rows, plen)
-                sub.capacity = plen + width - 1  # the options' length, not the whole block
+                sub = cache.select(rows, plen, capacity=plen + width - 1)  # the options' length
                 inp = _padded([o[:-1] for o in opts], width - 1).to(device)
                 logp = F.log_softmax(model(inp, cache=sub)[0].float(), dim=-1)  # (n, w-1, V)
                 tgt = _padded([o[1:] for o in opts], width - 1).to(device)
@@ -404,12 +403,16 @@ def teacher_force_and_decode(model, contexts: Sequence[list[int]], golds: Sequen
             tok_lp = logp[:, :width].gather(-1, tgt.to(device)[..., None]).squeeze(-1)
             tok_lp = tok_lp.cpu().double().numpy()
             am = logp.argmax(-1).cpu().numpy()
+            # k: each row's first answer position whose argmax is not the gold token (its
+            # length m when there is none); padding never counts as a mismatch.
+            m_arr = np.asarray(lens)
+            differs = (am[:, :width] != tgt.numpy()) & (np.arange(width) < m_arr[:, None])
+            first_k = np.where(differs.any(1), differs.argmax(1), m_arr)
+            at_k = am[np.arange(len(chunk)), first_k]
             resume = []  # (row, example, k, argmax token at k, budget left)
             for b, i in enumerate(chunk):
-                m, gold = lens[b], golds[i]
+                m, gold, k, a = lens[b], golds[i], int(first_k[b]), int(at_k[b])
                 scores[i] = ContinuationScore(tok_lp[b, :m], am[b, :m + 1])
-                k = next((j for j in range(m) if am[b, j] != gold[j]), m)
-                a = int(am[b, k])
                 if a in stop_ids:
                     outs[i] = list(gold[:k])
                     continue
@@ -432,12 +435,12 @@ def _resume(model, cache, plen: int, items: list[tuple], stops: torch.Tensor
     """
     device = _device_of(model)
     rows = torch.tensor([b for b, _, _, _, _ in items], device=device)
-    sub = cache.select(rows, cache.pos)
     point = torch.tensor([plen + k for _, _, k, _, _ in items], device=device)
     left = torch.tensor([r for _, _, _, _, r in items], device=device)
-    slots = torch.arange(sub.pos + 1 + int(left.max()), device=device)
+    # Slots can outnumber the block (the hidden gold tokens stay in place).
+    slots = torch.arange(cache.pos + 1 + int(left.max()), device=device)
+    sub = cache.select(rows, cache.pos, capacity=len(slots))
     sub.visible = (slots < point[:, None]) | (slots >= sub.pos)
-    sub.capacity = len(slots)  # slots can outnumber the block: grow the buffers once
     first = torch.tensor([[a] for _, _, _, a, _ in items], device=device)
     logits = model(first, cache=sub, positions=point[:, None])[0][:, -1]
     return _decode(model, sub, logits, left, stops, positions=point + 1)

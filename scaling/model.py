@@ -100,15 +100,25 @@ class KVCache:
         buf[1][:, :, start:end] = v
         return buf[0][:, :, :end], buf[1][:, :, :end]
 
-    def select(self, rows: torch.Tensor, length: int) -> KVCache:
+    @torch.no_grad()  # a cache serves inference; out= gathers cannot carry gradients
+    def select(self, rows: torch.Tensor, length: int, capacity: int = 0) -> KVCache:
         """A new cache with the given batch rows, continuing at position `length`.
 
-        Only the first `length` positions are copied; the next update moves them into a
-        buffer of full capacity (copying whole buffers here took 0.56 s of a 3 s
-        evaluation of s2, more than the decoding it served)."""
-        out = KVCache(len(self.layers), self.capacity)
-        out.layers = [None if kv is None else (kv[0][rows, :, :length], kv[1][rows, :, :length])
-                      for kv in self.layers]
+        The rows' first `length` positions are gathered straight into buffers of
+        `capacity` positions (at least `length`), so decoding from the selection writes in
+        place: one copy, not a gather and then a grow on the next update (copying whole
+        buffers here once took 0.56 s of a 3 s evaluation of s2)."""
+        capacity = max(capacity, length)
+        out = KVCache(len(self.layers), capacity)
+        for i, kv in enumerate(self.layers):
+            if kv is None:
+                continue
+            bufs = []
+            for t in kv:
+                buf = t.new_empty((len(rows), t.size(1), capacity, t.size(3)))
+                torch.index_select(t[:, :, :length], 0, rows, out=buf[:, :, :length])
+                bufs.append(buf)
+            out.layers[i] = tuple(bufs)
         out.pos = length
         return out
 
@@ -182,6 +192,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(layer, k, v)
             visible = cache.visible
         T, Tk = q.size(2), k.size(2)
+        if T == 1 and q.device.type == "cpu" and not self.training:
+            return _attend_one_query(q, k, v, None if visible is None else visible[:, :Tk])
         # Queries at the end of a longer key sequence (a cache, or kept positions) need the
         # causal mask offset, so build it explicitly unless this is a plain square call.
         if Tk == T and visible is None:
@@ -191,6 +203,21 @@ class CausalSelfAttention(nn.Module):
         if visible is not None:
             mask = mask & visible[:, None, None, :Tk]  # (B, 1, T, Tk)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def _attend_one_query(q, k, v, visible: torch.Tensor | None):
+    """Attention of one query per row (a decoding step) over every key, except the slots
+    `visible` (B, Tk) hides: scores, softmax and weighted values as batched matmuls.
+
+    With a single query there is nothing causal to mask, and on CPU this is 1.5-2x faster
+    than the flash kernel (with or without a mask) at the 20-50 cached slots evaluation
+    decodes from, and as fast from ~90 on, where reading the cache bounds both (measured at
+    s3 shapes, 250 rows); the outputs agree within 1e-6.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)  # (B, nh, 1, Tk)
+    if visible is not None:
+        scores.masked_fill_(~visible[:, None, None, :], float("-inf"))
+    return torch.matmul(scores.softmax(-1), v)
 
 
 class MLP(nn.Module):

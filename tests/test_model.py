@@ -50,9 +50,12 @@ def test_init_is_deterministic_and_cache_matches_full_forward(pos):
     # a cache cut to some rows and an earlier position continues those rows exactly
     cache = KVCache(cfg.n_layer, cfg.block_size)
     a(idx[:, :16], cache=cache)
-    sub = cache.select(torch.tensor([2, 0]), 10)
-    rest = torch.cat([a(idx[[2, 0], t:t + 1], cache=sub)[0] for t in range(10, 20)], dim=1)
-    torch.testing.assert_close(rest, full[[2, 0], 10:], atol=1e-5, rtol=1e-5)
+    for capacity in (0, 20):  # grown on the next update, or gathered into full buffers
+        sub = cache.select(torch.tensor([2, 0]), 10, capacity=capacity)
+        buffer = sub.layers[0][0].data_ptr()
+        rest = torch.cat([a(idx[[2, 0], t:t + 1], cache=sub)[0] for t in range(10, 20)], dim=1)
+        torch.testing.assert_close(rest, full[[2, 0], 10:], atol=1e-5, rtol=1e-5)
+        assert (sub.layers[0][0].data_ptr() == buffer) == (capacity == 20)
     # last=k returns exactly the last k positions' logits
     torch.testing.assert_close(a(idx, last=3)[0], full[:, -3:], atol=1e-6, rtol=1e-6)
     # ... and, with a cache, still caches every position's keys and values
