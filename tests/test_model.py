@@ -114,3 +114,8 @@ def test_rotary_is_exactly_the_half_split_rotation():
     # position 0 is the identity rotation; the rotation preserves each pair's norm
     assert torch.equal(_apply_rotary(x, cos, sin)[:, 0], x[:, 0])
     torch.testing.assert_close(_apply_rotary(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
+    # without gradients (evaluation) the in-place form: the same rotation within rounding
+    with torch.inference_mode():
+        fast = _apply_rotary(x, cos, sin)
+    torch.testing.assert_close(fast, expected, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(fast, x)
