@@ -87,6 +87,15 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def unfinished_checkpoints(run_dir: Path) -> list[Path]:
+    """step_*.pt files without their metadata JSON (a write that was interrupted), by name."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if _NAME.match(p.name) and not p.with_suffix(".json").exists())
+
+
 def read_metadata(path: Path) -> dict:
     """The metadata JSON next to a checkpoint."""
     meta_path = Path(path).with_suffix(".json")

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scaling.checkpoint import CheckpointError, list_checkpoints, load_model, read_metadata
+from scaling.checkpoint import (
+    CheckpointError, list_checkpoints, load_model, read_metadata, unfinished_checkpoints)
 from scaling.metrics import aggregate, choice_scores, cut_at_stops, generate_scores
 from scaling.results import KEY, RESULTS_FILE, ResultsError, append_rows, read_file
 from scaling.tasks import GENERATE, Task, UnknownTaskError, get_tasks
@@ -651,6 +652,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {n} result rows to {Path(args.run_dir) / RESULTS_FILE}")
+    unfinished = unfinished_checkpoints(Path(args.run_dir))
+    if unfinished:  # skipped by design (see scaling/checkpoint.py), but say so
+        print(f"note: skipped {len(unfinished)} unfinished checkpoint(s) without their "
+              f"metadata JSON (an interrupted write): {', '.join(p.name for p in unfinished)}",
+              file=sys.stderr)
     return 0
 
 

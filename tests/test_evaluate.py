@@ -303,8 +303,11 @@ def test_checkpoints_last_and_deterministic_scores(tmp_path):
 
 def test_cli(tmp_path, capsys):
     run = save_untrained(tmp_path / "run", steps=(0,))
+    (run / "checkpoints" / "step_000009.pt").write_bytes(b"interrupted")  # no .json
     assert ev.main([str(run), "--tasks", "copy_4,icl_0shot", "--no-progress"]) == 0
-    assert "wrote 8 result rows" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "wrote 8 result rows" in out.out
+    assert "skipped 1 unfinished checkpoint(s)" in out.err and "step_000009.pt" in out.err
     assert ev.main(["--list-tasks"]) == 0
     assert "icl_8shot" in capsys.readouterr().out
 
