@@ -88,7 +88,7 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def unfinished_checkpoints(run_dir: Path) -> list[Path]:
-    """step_*.pt files without their metadata JSON (a write that was interrupted), by name."""
+    """step_*.pt files without their metadata JSON (a write interrupted or in progress), by name."""
     folder = Path(run_dir) / CKPT_DIR
     if not folder.is_dir():
         return []

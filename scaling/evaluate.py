@@ -654,8 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {n} result rows to {Path(args.run_dir) / RESULTS_FILE}")
     unfinished = unfinished_checkpoints(Path(args.run_dir))
     if unfinished:  # skipped by design (see scaling/checkpoint.py), but say so
+        names = ", ".join(p.name for p in unfinished)
         print(f"note: skipped {len(unfinished)} unfinished checkpoint(s) without their "
-              f"metadata JSON (an interrupted write): {', '.join(p.name for p in unfinished)}",
+              f"metadata JSON (a write interrupted or still going on): {names}",
               file=sys.stderr)
     return 0
 
