@@ -74,26 +74,22 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, metadata: dict) -> Pa
     return path
 
 
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Finished checkpoints (those with a metadata JSON), sorted by step."""
+def _step_files(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every step_*.pt in the run's checkpoint folder, finished or not."""
     folder = Path(run_dir) / CKPT_DIR
     if not folder.is_dir():
         return []
-    found = []
-    for p in folder.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.with_suffix(".json").exists():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Finished checkpoints (those with a metadata JSON), sorted by step."""
+    return [(s, p) for s, p in _step_files(run_dir) if p.with_suffix(".json").exists()]
 
 
 def unfinished_checkpoints(run_dir: Path) -> list[Path]:
-    """step_*.pt files without their metadata JSON (a write interrupted or in progress), by name."""
-    folder = Path(run_dir) / CKPT_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir()
-                  if _NAME.match(p.name) and not p.with_suffix(".json").exists())
+    """step_*.pt files without their metadata JSON (a write interrupted or in progress)."""
+    return [p for _, p in _step_files(run_dir) if not p.with_suffix(".json").exists()]
 
 
 def read_metadata(path: Path) -> dict:
