@@ -575,13 +575,13 @@ def cpu_threads(n: int):
 
 def _evaluate(run_dir: Path, plan: list, total: int, progress: bool, batch_size: int,
               device: str) -> int:
-    from tqdm import tqdm
+    from scaling.progress import progress_bar
 
     prepared: dict[tuple, Prepared] = {}
     tokenizers: dict[str, object] = {}
     written = 0
-    with tqdm(total=total, disable=not progress, unit="task", file=sys.stderr,
-              desc=f"eval {run_dir.name}", dynamic_ncols=True) as bar:
+    with progress_bar(total=total, disable=not progress, unit="task",
+                      desc=f"eval {run_dir.name}") as bar:
         for path, meta, run, pending in plan:
             model, meta_loaded = load_model(path, device=device)
             meta = dict(meta_loaded, step=meta["step"])
@@ -593,7 +593,7 @@ def _evaluate(run_dir: Path, plan: list, total: int, progress: bool, batch_size:
             tok = tokenizers[tok_name]
             rows = []
             for task in pending:
-                bar.set_postfix_str(f"step {meta['step']} {task.id}")
+                bar.set_postfix_str(f"step {meta['step']} {task.id}", refresh=False)
                 key = (task, tok_name)
                 if key not in prepared:
                     prepared[key] = prepare(task, tok)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from scaling import progress
 from scaling.config import ConfigError, load_config
 from scaling.provenance import stale_code_message
 
@@ -266,7 +267,12 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state = _State(sweep_dir / STATE_FILE)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # A run's stderr goes to its log through a pipe: progress bars write plain lines
+    # there (scaling/progress.py), unless one run at a time is echoed to a terminal.
+    echo = jobs == 1 and not quiet
+    live = "live" if echo and progress.live(sys.stderr) else "lines"
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               **{progress.ENV: live})
     outcome: dict[str, str] = {}
 
     def one(i: int) -> None:
@@ -291,7 +297,6 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.PIPE)
             # Every byte of stderr goes to the run's log (where a failure's error is read
             # back); with one job it is also echoed live, so progress bars show.
-            echo = jobs == 1 and not quiet
             for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
                 log.write(chunk)
                 if echo:

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import yaml
-from tqdm import tqdm
 
 from scaling import ladder
 from scaling.checkpoint import (
@@ -31,6 +30,7 @@ from scaling.config import Config, ConfigError, load_config
 from scaling.data.shards import ShardError, build_corpus, data_hash, get_batch, open_shard
 from scaling.logger import MetricsLogger
 from scaling.model import GPT
+from scaling.progress import progress_bar
 from scaling.provenance import code_fingerprint, stale_code_message
 from scaling.results import append_rows
 from scaling.results import load as load_results
@@ -293,8 +293,8 @@ def train(cfg: Config) -> Path:
     if start == 0 and 0 in plan.save_steps and not existing:
         checkpoint(0)
     save_at = set(plan.save_steps)
-    bar = tqdm(total=plan.total_steps, initial=start, disable=not master, unit="step",
-               desc=f"train {run_name}", dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=plan.total_steps, initial=start, disable=not master, unit="step",
+                       desc=f"train {run_name}")
     t0, tokens_since = time.perf_counter(), 0
     for step in range(start, plan.total_steps):
         lr = get_lr(step, plan, cfg)
@@ -320,7 +320,7 @@ def train(cfg: Config) -> Path:
             logger.log({"train/loss": loss_val.item(), "lr": lr, "train/grad_norm": norm.item(),
                         "perf/tokens_per_s": tps, "perf/flops_per_s": tps * plan.flops_per_token,
                         "tokens": done * plan.tokens_per_step}, done)
-            bar.set_postfix(loss=f"{loss_val.item():.3f}", tok_s=f"{tps:,.0f}")
+            bar.set_postfix(loss=f"{loss_val.item():.3f}", tok_s=f"{tps:,.0f}", refresh=False)
             t0, tokens_since = time.perf_counter(), 0
         bar.update(1)
         if done in save_at:

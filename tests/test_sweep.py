@@ -100,6 +100,10 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert {"val", "addition_1d", "copy_4"} <= set(df.task)
     assert {"exact_match", "token_accuracy", "edit_similarity", "answer_logprob"} <= set(
         df.metric)
+    # Each run's log (stderr through a pipe) holds progress as plain lines, not redraws.
+    logs = [p.read_text() for p in (tmp_path / "runs" / "tiny").glob("*.log")]
+    assert len(logs) == 2 and not any("\r" in text for text in logs)
+    assert all("train " in text and "100%" in text for text in logs)
     again = _scaling("sweep", str(REPO / "sweeps" / "tiny.yaml"), cwd=tmp_path)
     assert again.returncode == 0 and "2/2 runs finished" in again.stderr
 
