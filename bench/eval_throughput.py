@@ -5,7 +5,8 @@
     python bench/eval_throughput.py --checkpoint RUN_DIR --cli  # also time `scaling lm-eval`
 
 Both paths score the same instances of the same tasks with the same model, in one process,
-with the same torch thread count and batch size. Both clocks run from a checkpoint on disk
+with the same torch thread count and batch size, and glibc told to keep freed memory
+(scaling/allocator.py) as `scaling eval` and `scaling lm-eval` both do. Both clocks run from a checkpoint on disk
 to scores: the native evaluator from `evaluate_run` to rows in results.csv (model load,
 tokenizing, scoring, writing); lm-eval from `simple_evaluate` to its results dict (task
 loading, model load, requests, metrics). Generating the held-out instances is shared
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.tasks import TaskManager
 
     import scaling.lm_eval_backend  # noqa: F401  (registers the `scaling` model)
+    from scaling.allocator import keep_freed_memory
     from scaling.checkpoint import load_model
     from scaling.evaluate import evaluate_run
     from scaling.lm_eval_backend import cli_main, resolve_checkpoint
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as `scaling eval` and `scaling lm-eval` do: both paths
     tmp = Path(tempfile.mkdtemp(prefix="eval_bench_"))
     try:
         if args.checkpoint:
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {ckpt} (rung {meta.get('rung')}, {meta.get('params')} params, "
               f"step {meta.get('step')})")
         print(f"tasks: {len(tasks)}, instances: {n_examples}, batch size {args.batch_size}, "
-              f"torch threads {torch.get_num_threads()}, device cpu")
+              f"torch threads {torch.get_num_threads()}, device cpu, freed memory kept "
+              f"(scaling/allocator.py): {'yes' if kept else 'no'}")
         print(f"instances: {instances_s:7.2f} s  (generated once, before both clocks)")
         rounds = f"best of {args.rounds} rounds, each round native then lm-eval"
 

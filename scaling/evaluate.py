@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import (
     CheckpointError, list_checkpoints, load_model, read_metadata, unfinished_checkpoints)
 from scaling.metrics import aggregate, choice_scores, cut_at_stops, generate_scores
@@ -645,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EvalError("missing RUN_DIR (usage: scaling eval RUN_DIR [--tasks a,b])")
         if args.batch_size < 1:
             raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}")
+        keep_freed_memory()
         n = evaluate_run(args.run_dir, tasks=args.tasks, progress=not args.no_progress,
                          checkpoints=args.checkpoints, batch_size=args.batch_size,
                          device=args.device, threads=args.threads)

@@ -44,6 +44,7 @@ except ImportError as exc:  # lm-eval is optional: pip install 'scaling[lmeval]'
 else:
     _MISSING = None
 
+from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import CheckpointError, list_checkpoints, load_model, read_metadata
 from scaling.evaluate import (
     DEFAULT_BATCH_SIZE, DEFAULT_THREADS, cpu_threads, greedy_generate, score_continuations,
@@ -285,6 +286,7 @@ def cli_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     wants_help = not argv or any(a in ("-h", "--help") for a in argv)
+    keep_freed_memory()
     try:  # a bad checkpoint raises CheckpointError here or from the backend inside lm-eval
         if not wants_help and _option(argv, "--include_path") is None:
             from scaling.lm_eval_tasks import default_dir, export
