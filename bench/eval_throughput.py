@@ -6,18 +6,17 @@
 
 Both paths score the same instances of the same tasks with the same model, in one process,
 with the same torch thread count and batch size, and glibc told to keep freed memory
-(scaling/allocator.py) as `scaling eval` and `scaling lm-eval` both do. Both clocks run from a checkpoint on disk
-to scores: the native evaluator from `evaluate_run` to rows in results.csv (model load,
-tokenizing, scoring, writing); lm-eval from `simple_evaluate` to its results dict (task
-loading, model load, requests, metrics). Generating the held-out instances is shared
-preparation and timed apart: the native path caches them per process, the lm-eval path
-reads them from the export (YAML + JSONL) written before its clock starts. A warm-up
-forward pass runs before both, so neither pays torch's one-time start-up, and the paths
-alternate for `--rounds` rounds, each keeping its best time (a process's first pass over
-the tasks is slower, whichever path makes it). It prints examples/s of each path, the
+(scaling/allocator.py) as `scaling eval` and `scaling lm-eval` both do. Both clocks run from
+a checkpoint on disk to scores: the native evaluator from `evaluate_run` to rows in
+results.csv (model load, tokenizing, scoring, writing); lm-eval from `simple_evaluate` to
+its results dict (task loading, model load, requests, metrics). Generating the held-out
+instances is shared preparation and timed apart: the native path caches them per process,
+the lm-eval path reads them from the export (YAML + JSONL) written before its clock starts.
+A warm-up forward pass runs before both, so neither pays torch's one-time start-up, and the
+paths alternate for `--rounds` rounds, each keeping its best time (a process's first pass
+over the tasks is slower, whichever path makes it). It prints examples/s of each path, the
 ratio, the token positions each path runs through the model (the work it asks for), and
-checks that the scores agree (exact match etc. equal, log-probabilities within 1e-4).
-"""
+checks that the scores agree (exact match etc. equal, log-probabilities within 1e-4)."""
 
 from __future__ import annotations
 
