@@ -16,7 +16,8 @@ A warm-up forward pass runs before both, so neither pays torch's one-time start-
 paths alternate for `--rounds` rounds, each keeping its best time (a process's first pass
 over the tasks is slower, whichever path makes it). It prints examples/s of each path, the
 ratio, the token positions each path runs through the model (the work it asks for), and
-checks that the scores agree (exact match etc. equal, log-probabilities within 1e-4)."""
+checks that the scores agree (exact match etc. equal, log-probabilities within 1e-4).
+"""
 
 from __future__ import annotations
 
