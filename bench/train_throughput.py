@@ -16,6 +16,7 @@ after the rungs (the higher is used). Prints a table; numbers, not pass/fail.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -134,6 +135,36 @@ def main(argv=None) -> None:
         print(f"{r['rung']:<5} {r['params']:>10,} {r['nonembed']:>10,} {r['batch']:>5} "
               f"{r['tokens_per_s']:>11,.0f} {r['flops_per_s'] / 1e9:>9.1f} "
               f"{r['flops_per_s'] / peak:>6.1%}", flush=True)
+    for line in target_lines(rows, peak):
+        print(line)
+
+
+def mfu_at(rows: list[dict], peak: float, nonembed: float) -> float | None:
+    """MFU at `nonembed` parameters, linear in log(params) between the rungs around it;
+    None outside the rungs measured."""
+    points = sorted((math.log(r["nonembed"]), r["flops_per_s"] / peak) for r in rows)
+    x = math.log(nonembed)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def target_lines(rows: list[dict], peak: float) -> list[str]:
+    """The core issue's targets read off the table: MFU >= 60% at 0.1M and >= 70% from 1M
+    non-embedding parameters up. No rung sits at exactly 0.1M or 1M, so MFU there is
+    interpolated between the rungs around it."""
+    lines = []
+    for n, target in ((1e5, 0.60), (1e6, 0.70)):
+        at = mfu_at(rows, peak, n)
+        if at is None:
+            continue
+        above = [r["flops_per_s"] / peak for r in rows if r["nonembed"] >= n]
+        tail = f", lowest rung above: {min(above):.1%}" if above else ""
+        verdict = "met" if at >= target and all(a >= target for a in above) else "not met"
+        lines.append(f"target >= {target:.0%} from {n / 1e6:g}M non-embedding params: "
+                     f"{at:.1%} at {n / 1e6:g}M (interpolated){tail}: {verdict}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -36,3 +36,20 @@ def test_train_bench_times_a_rung():
     row = bench.bench_rung("s1", torch.device("cpu"), "fp32", steps=2, compile_=False,
                            batch=2)
     assert row["tokens_per_s"] > 0 and row["flops_per_s"] > 0 and row["batch"] == 2
+
+
+def test_train_bench_reads_the_targets_off_the_rungs():
+    bench = _script("train_throughput")
+    peak = 100.0
+    rows = [{"nonembed": n, "flops_per_s": mfu * peak}
+            for n, mfu in ((1e4, 0.30), (1e6, 0.50), (1e7, 0.80))]
+    # 0.1M lies halfway between 1e4 and 1e6 in log(params): 40%.
+    assert abs(bench.mfu_at(rows, peak, 1e5) - 0.40) < 1e-9
+    assert bench.mfu_at(rows, peak, 1e8) is None
+    lines = bench.target_lines(rows, peak)
+    assert lines[0].startswith("target >= 60% from 0.1M") and "40.0%" in lines[0]
+    assert lines[0].endswith("not met")
+    assert "50.0% at 1M" in lines[1] and lines[1].endswith("not met")  # 50% < 70%
+    rows[1]["flops_per_s"] = rows[2]["flops_per_s"] = 0.9 * peak
+    rows[0]["flops_per_s"] = 0.9 * peak
+    assert all(line.endswith(": met") for line in bench.target_lines(rows, peak))
