@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import contextlib
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -519,10 +520,14 @@ def _resolve_device(device: str) -> str:
 
 def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = "all",
                  batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
-                 threads: int = DEFAULT_THREADS, n: int | None = None) -> int:
+                 threads: int = DEFAULT_THREADS, n: int | None = None,
+                 workers: int = 1) -> int:
     """Score every checkpoint of `run_dir` on `tasks`; returns the number of rows written.
 
     n: instances per task instead of each task's default (the same instances, fewer).
+    workers: checkpoints scored at once, each in its own process with `threads` threads
+    (scaling/eval_pool.py); 1 scores them in this process. Rows are written checkpoint by
+    checkpoint in step order either way.
 
     tasks: None / "default" (every registered task), names or ids (comma-separated string
     or list), or Task objects. checkpoints: "all" or "last". (checkpoint, task) pairs whose
@@ -534,6 +539,8 @@ def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = 
         raise EvalError(f"{run_dir}: no such run directory")
     if checkpoints not in ("all", "last"):
         raise EvalError(f"--checkpoints must be 'all' or 'last', got {checkpoints!r}")
+    if workers < 1:
+        raise EvalError(f"--workers must be >= 1, got {workers}")
     task_list = get_tasks(tasks)
     if n:
         task_list = [dataclasses.replace(t, n=n) for t in task_list]
@@ -557,8 +564,34 @@ def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = 
     if total == 0:
         return 0
     device = _resolve_device(device)
-    with cpu_threads(threads if device == "cpu" else 0):
-        return _evaluate(run_dir, plan, total, progress, batch_size, device)
+    from scaling.progress import progress_bar
+
+    with progress_bar(total=total, disable=not progress, unit="task",
+                      desc=f"eval {run_dir.name}") as bar:
+        if workers > 1 and len(plan) > 1:
+            from scaling.eval_pool import score_in_pool
+
+            rows_per_checkpoint = score_in_pool(plan, workers, threads, batch_size, device,
+                                                bar)
+        else:
+            rows_per_checkpoint = _score_here(plan, threads, batch_size, device, bar)
+        written = 0
+        for rows in rows_per_checkpoint:
+            append_rows(run_dir, rows)  # per checkpoint: a crash keeps finished work
+            written += len(rows)
+    return written
+
+
+def default_workers(threads: int, device: str = "cpu") -> int:
+    """Checkpoints to score at once by default: one per `threads` CPUs this process may use
+    (both cores of a 2-core machine at the default of 1 thread); 1 on a GPU."""
+    if _resolve_device(device) != "cpu":
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(threads, 1))
 
 
 @contextlib.contextmanager
@@ -574,36 +607,48 @@ def cpu_threads(n: int):
             torch.set_num_threads(saved)
 
 
-def _evaluate(run_dir: Path, plan: list, total: int, progress: bool, batch_size: int,
-              device: str) -> int:
-    from scaling.progress import progress_bar
+class CheckpointScorer:
+    """Scores checkpoints on tasks, each task's instances drawn and tokenized once."""
 
-    prepared: dict[tuple, Prepared] = {}
-    tokenizers: dict[str, object] = {}
-    written = 0
-    with progress_bar(total=total, disable=not progress, unit="task",
-                      desc=f"eval {run_dir.name}") as bar:
-        for path, meta, run, pending in plan:
-            model, meta_loaded = load_model(path, device=device)
-            meta = dict(meta_loaded, step=meta["step"])
-            tok_name = meta.get("tokenizer", "char")
-            if tok_name not in tokenizers:
-                from scaling.data.tokenizer import get_tokenizer
+    def __init__(self, batch_size: int, device: str):
+        self.batch_size, self.device = batch_size, device
+        self.prepared: dict[tuple, Prepared] = {}
+        self.tokenizers: dict[str, object] = {}
 
-                tokenizers[tok_name] = get_tokenizer(tok_name)
-            tok = tokenizers[tok_name]
-            rows = []
-            for task in pending:
+    def rows(self, path: Path, meta: dict, run: str, pending: list[Task],
+             bar=None) -> list[dict]:
+        """Result rows of one checkpoint on its pending tasks; `bar` (a progress bar), when
+        given, names each task as it starts and counts it when done."""
+        model, meta_loaded = load_model(path, device=self.device)
+        meta = dict(meta_loaded, step=meta["step"])
+        tok_name = meta.get("tokenizer", "char")
+        if tok_name not in self.tokenizers:
+            from scaling.data.tokenizer import get_tokenizer
+
+            self.tokenizers[tok_name] = get_tokenizer(tok_name)
+        tok = self.tokenizers[tok_name]
+        rows = []
+        for task in pending:
+            if bar is not None:
                 bar.set_postfix_str(f"step {meta['step']} {task.id}", refresh=False)
-                key = (task, tok_name)
-                if key not in prepared:
-                    prepared[key] = prepare(task, tok)
-                scores = score_task(model, tok, prepared[key], batch_size)
-                rows += task_rows(meta, run, prepared[key], scores)
+            key = (task, tok_name)
+            if key not in self.prepared:
+                self.prepared[key] = prepare(task, tok)
+            scores = score_task(model, tok, self.prepared[key], self.batch_size)
+            rows += task_rows(meta, run, self.prepared[key], scores)
+            if bar is not None:
                 bar.update(1)
-            append_rows(run_dir, rows)  # per checkpoint: a crash keeps finished work
-            written += len(rows)
-    return written
+        return rows
+
+
+def _score_here(plan: list, threads: int, batch_size: int, device: str, bar):
+    """Rows of each checkpoint of `plan`, scored in this process (a generator: the caller
+    writes each checkpoint's rows before the next is scored)."""
+    scorer = CheckpointScorer(batch_size, device)
+    for path, meta, run, pending in plan:
+        with cpu_threads(threads if device == "cpu" else 0):
+            rows = scorer.rows(path, meta, run, pending, bar)
+        yield rows
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -626,10 +671,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads (default {DEFAULT_THREADS}; 0 = torch's default)")
+    p.add_argument("--workers", default="auto",
+                   help="checkpoints scored at once, one process each (default auto: one per "
+                        "--threads CPUs, e.g. 2 on a 2-core machine; 1 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-tasks", action="store_true",
                    help="print the registered tasks and exit")
     return p
+
+
+def _parse_workers(value: str, threads: int, device: str) -> int:
+    if value == "auto":
+        return default_workers(threads, device)
+    try:
+        workers = int(value)
+    except ValueError:
+        raise EvalError(f"--workers must be a number or 'auto', got {value!r}") from None
+    if workers < 1:
+        raise EvalError(f"--workers must be >= 1, got {workers}")
+    return workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -646,10 +706,11 @@ def main(argv: list[str] | None = None) -> int:
             raise EvalError("missing RUN_DIR (usage: scaling eval RUN_DIR [--tasks a,b])")
         if args.batch_size < 1:
             raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}")
+        workers = _parse_workers(args.workers, args.threads, args.device)
         keep_freed_memory()
         n = evaluate_run(args.run_dir, tasks=args.tasks, progress=not args.no_progress,
                          checkpoints=args.checkpoints, batch_size=args.batch_size,
-                         device=args.device, threads=args.threads)
+                         device=args.device, threads=args.threads, workers=workers)
     except (EvalError, UnknownTaskError, CheckpointError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -301,6 +301,31 @@ def test_checkpoints_last_and_deterministic_scores(tmp_path):
     pd.testing.assert_series_equal(df.value, pd.read_csv(again / "results.csv").value)
 
 
+def test_worker_processes_write_what_one_process_writes(tmp_path):
+    steps = (0, 2, 8)
+    one, two = save_untrained(tmp_path / "one", steps), save_untrained(tmp_path / "two", steps)
+    names = "copy_4,addition_mc_2d,icl_2shot"
+    assert ev.evaluate_run(one, tasks=names, n=12, progress=False, workers=1) == 3 * 10
+    assert ev.evaluate_run(two, tasks=names, n=12, progress=False, workers=2) == 3 * 10
+    assert (one / "results.csv").read_bytes() == (two / "results.csv").read_bytes()
+    # A corrupted checkpoint stops the run with its name; the steps before it are kept.
+    bad = save_untrained(tmp_path / "bad", steps)
+    path = dict(list_checkpoints(bad))[2]
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ev.CheckpointError, match="step_000002.pt"):
+        ev.evaluate_run(bad, tasks=names, n=12, progress=False, workers=2)
+    assert set(pd.read_csv(bad / "results.csv").step) == {0}
+
+
+def test_default_workers_fill_the_cpus():
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert ev.default_workers(1, "cpu") == cpus
+    assert ev.default_workers(cpus, "cpu") == 1
+    assert ev.default_workers(1, "cuda") == 1
+
+
 def test_cli(tmp_path, capsys):
     run = save_untrained(tmp_path / "run", steps=(0,))
     (run / "checkpoints" / "step_000009.pt").write_bytes(b"interrupted")  # no .json
@@ -313,7 +338,7 @@ def test_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["unknown_task", "missing_run", "no_checkpoints",
-                                  "corrupt_checkpoint", "no_run_dir_given"])
+                                  "corrupt_checkpoint", "no_run_dir_given", "bad_workers"])
 def test_cli_errors_are_one_line(tmp_path, capsys, case):
     run = save_untrained(tmp_path / "run", steps=(0,))
     argv = [str(run), "--tasks", "copy_4", "--no-progress"]
@@ -327,6 +352,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, case):
     elif case == "corrupt_checkpoint":
         path = list_checkpoints(run)[0][1]
         path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    elif case == "bad_workers":
+        argv += ["--workers", "two"]
     else:
         argv = argv[1:]
     assert ev.main(argv) == 2
@@ -334,7 +361,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, case):
     assert err.startswith("error: ") and "\n" not in err
     expected = {"unknown_task": "addition_9d", "missing_run": "no such run directory",
                 "no_checkpoints": "no checkpoints", "corrupt_checkpoint": "step_000000.pt",
-                "no_run_dir_given": "RUN_DIR"}[case]
+                "no_run_dir_given": "RUN_DIR", "bad_workers": "--workers"}[case]
     assert expected in err
     assert not (run / "results.csv").exists()
 
