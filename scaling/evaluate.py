@@ -584,14 +584,15 @@ def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = 
 
 def default_workers(threads: int, device: str = "cpu") -> int:
     """Checkpoints to score at once by default: one per `threads` CPUs this process may use
-    (both cores of a 2-core machine at the default of 1 thread); 1 on a GPU."""
-    if _resolve_device(device) != "cpu":
+    (both cores of a 2-core machine at the default of 1 thread); 1 on a GPU, and 1 with
+    threads = 0 (torch's default: every CPU already)."""
+    if _resolve_device(device) != "cpu" or threads < 1:
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, cpus // max(threads, 1))
+    return max(1, cpus // threads)
 
 
 @contextlib.contextmanager

@@ -324,6 +324,7 @@ def test_default_workers_fill_the_cpus():
     assert ev.default_workers(1, "cpu") == cpus
     assert ev.default_workers(cpus, "cpu") == 1
     assert ev.default_workers(1, "cuda") == 1
+    assert ev.default_workers(0, "cpu") == 1  # torch's default threads use every CPU
 
 
 def test_cli(tmp_path, capsys):
