@@ -15,8 +15,8 @@ instances once. They see the registered tasks and skills of a fresh import of `s
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 
 _SCORER = None  # each worker's CheckpointScorer (set by _start_worker)
 
@@ -28,14 +28,16 @@ def _start_worker(threads: int, batch_size: int, device: str) -> None:
     from scaling.evaluate import CheckpointScorer
 
     global _SCORER
+    # Ctrl-C is this process's parent's to handle: it stops every worker at once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_memory()  # as `scaling eval` does in its own process
     if threads and device == "cpu":
         torch.set_num_threads(threads)
     _SCORER = CheckpointScorer(batch_size, device)
 
 
-def _score(path, meta, run, pending) -> list[dict]:
-    return _SCORER.rows(path, meta, run, pending)
+def _score(entry: tuple) -> list[dict]:
+    return _SCORER.rows(*entry)
 
 
 def score_in_pool(plan: list, workers: int, threads: int, batch_size: int, device: str,
@@ -44,19 +46,17 @@ def score_in_pool(plan: list, workers: int, threads: int, batch_size: int, devic
     by up to `workers` processes; `bar` counts each checkpoint's tasks as its rows arrive.
 
     An error in a worker (a corrupted checkpoint, say) is raised here when its checkpoint's
-    turn comes, after the rows of every earlier checkpoint have been yielded.
+    turn comes, after the rows of every earlier checkpoint have been yielded; an error, an
+    interrupt or an early stop ends every worker at once.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(plan)), mp_context=context,
-                             initializer=_start_worker,
-                             initargs=(threads, batch_size, device)) as pool:
-        futures = [pool.submit(_score, *entry) for entry in plan]
-        try:
-            for (_, meta, _, pending), future in zip(plan, futures):
-                rows = future.result()
-                bar.set_postfix_str(f"step {meta['step']} done", refresh=False)
-                bar.update(len(pending))
-                yield rows
-        finally:  # an error or an early stop: drop the checkpoints not yet started
-            for future in futures:
-                future.cancel()
+    pool = context.Pool(min(workers, len(plan)), _start_worker, (threads, batch_size, device))
+    try:
+        for (_, meta, _, pending), rows in zip(plan, pool.imap(_score, plan)):
+            bar.set_postfix_str(f"step {meta['step']} done", refresh=False)
+            bar.update(len(pending))
+            yield rows
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()

@@ -715,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalError, UnknownTaskError, CheckpointError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {Path(args.run_dir) / RESULTS_FILE} holds every checkpoint "
+              "scored so far; the same command scores the rest", file=sys.stderr)
+        return 130
     print(f"wrote {n} result rows to {Path(args.run_dir) / RESULTS_FILE}")
     unfinished = unfinished_checkpoints(Path(args.run_dir))
     if unfinished:  # skipped by design (see scaling/checkpoint.py), but say so

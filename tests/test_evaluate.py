@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 
 import numpy as np
 import pandas as pd
@@ -315,6 +316,18 @@ def test_worker_processes_write_what_one_process_writes(tmp_path):
     with pytest.raises(ev.CheckpointError, match="step_000002.pt"):
         ev.evaluate_run(bad, tasks=names, n=12, progress=False, workers=2)
     assert set(pd.read_csv(bad / "results.csv").step) == {0}
+    assert not multiprocessing.active_children()  # the error ended every worker
+
+
+def test_an_interrupted_eval_says_what_is_kept(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = save_untrained(tmp_path / "run", steps=(0,))
+    monkeypatch.setattr(ev, "evaluate_run", interrupted)
+    assert ev.main([str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: ") and "\n" not in err and "results.csv" in err
 
 
 def test_default_workers_fill_the_cpus():
