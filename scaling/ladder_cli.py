@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
 
-    from scaling.sweep import SweepError, load_sweep, run_args, run_sweep
+    from scaling.sweep import INTERRUPTED, SweepError, load_sweep, run_args, run_sweep
 
     try:
         sweep = load_sweep(args.sweep or SWEEPS_DIR / PRESETS[args.preset])
@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_plan(sweep, _peak_flops())
     t0 = time.perf_counter()
-    outcome = run_sweep(sweep, args.jobs)
+    try:
+        outcome = run_sweep(sweep, args.jobs)
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}; no report was written", file=sys.stderr)
+        return 130
     sweep_seconds = time.perf_counter() - t0
     failed = [k for k, v in outcome.items() if v == "failed"]
     if failed:

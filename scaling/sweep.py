@@ -21,6 +21,7 @@ import math
 import os
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +44,8 @@ DISTRIBUTIONS = {"uniform", "log_uniform_values", "int_uniform", "q_uniform", "c
                  "q_log_uniform_values", "normal", "log_normal"}
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
 STATE_FILE = "sweep_state.json"
+INTERRUPTED = ("interrupted: the runs that were going stopped at their last checkpoint and "
+               "no other run started; the same command resumes them")
 
 
 class SweepError(ValueError):
@@ -274,8 +277,12 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                **{progress.ENV: live})
     outcome: dict[str, str] = {}
+    stop = threading.Event()  # set on Ctrl-C: no run starts after it
+    running: set[subprocess.Popen] = set()
 
     def one(i: int) -> None:
+        if stop.is_set():
+            return
         run, cfg = sweep.runs[i], cfgs[i]
         run_dir = cfg.run_dir()
         key = str(run_dir)
@@ -295,6 +302,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
             print(f"[{i + 1}/{len(sweep.runs)}] {shlex.join(cmd)}", file=sys.stderr, flush=True)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.PIPE)
+            running.add(proc)
             # Every byte of stderr goes to the run's log (where a failure's error is read
             # back); with one job it is also echoed live, so progress bars show.
             for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
@@ -303,7 +311,11 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
             proc.wait()
-        if proc.returncode == 0:
+            running.discard(proc)
+        if stop.is_set() and proc.returncode != 0:
+            outcome[key] = "interrupted"  # resumes from its last checkpoint next time
+            state.set(key, status="interrupted", returncode=proc.returncode)
+        elif proc.returncode == 0:
             outcome[key] = "finished"
             state.set(key, status="finished", error=None, finished=time.time())
         else:
@@ -315,8 +327,18 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
             print(f"run {run_dir} failed (exit {proc.returncode}): {tail[0][-300:]}",
                   file=sys.stderr, flush=True)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         list(pool.map(one, start_order(cfgs, jobs)))
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches the runs too; a SIGINT sent to this process alone
+        # does not, so pass it on. Runs not started yet never start.
+        stop.set()
+        for proc in list(running):
+            proc.send_signal(signal.SIGINT)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return outcome
 
 
@@ -346,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        return 130
     failed = [k for k, v in outcome.items() if v == "failed"]
     done = sum(v in ("finished", "skipped") for v in outcome.values())
     print(f"sweep {sweep.name}: {done}/{len(outcome)} runs finished"

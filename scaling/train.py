@@ -368,12 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; one-line errors and exit code 2 on bad input."""
     argv = sys.argv[1:] if argv is None else argv
     args, overrides = build_parser().parse_known_args(argv)
+    cfg = None
     try:
         cfg = load_config(args.config, overrides)
         train(cfg)
     except (ConfigError, CheckpointError, ShardError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # checkpoints are written whole (temp file + rename)
+        where = f" in {cfg.run_dir()}" if cfg is not None else ""
+        print(f"\ninterrupted: the checkpoints{where} are whole; the same command resumes "
+              "from the last one", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -52,3 +52,16 @@ def test_done_message_counts_only_the_runs_done_now(tmp_path):
     line = done_message(dirs, outcome, wall_seconds=150.0, report_seconds=3.0)
     assert "2 run(s) done now (train 3.0 min, eval 1.5 min" in line
     assert "1 finished run(s) reused" in line and "ladder done in 2.5 min" in line
+
+
+def test_an_interrupted_ladder_writes_no_report(capsys, monkeypatch):
+    from scaling import ladder_cli, sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    monkeypatch.setattr(ladder_cli, "_peak_flops", lambda: 100e9)
+    assert main(["--preset", "tiny"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("interrupted: ") and "no report was written" in err

@@ -168,3 +168,31 @@ def test_with_several_jobs_the_largest_runs_start_first(tmp_path):
                        for line in proc.stdout.splitlines()]
     assert sizes[1] == ["s1", "s3", "s2"]  # one job: the sweep's own order
     assert sizes[2] == ["s3", "s2", "s1"]
+
+
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "sigint-to-runner"])
+def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, to_group):
+    # Runs that only sleep: the runner's side of an interrupt, without training.
+    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1", "s2", "s3"]},
+                                  "train.tokens": {"value": 5000}},
+                       command=["${interpreter}", "-c", "import time; time.sleep(120)",
+                                "${args}"])
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    state = tmp_path / "runs" / "s" / "sweep_state.json"
+    deadline = time.time() + 60
+    while not (state.exists() and "running" in state.read_text()):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # the run's process is up
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+    runs = json.loads(state.read_text())["runs"]
+    assert [r["status"] for r in runs.values()] == ["interrupted"]  # no other run started
+    assert subprocess.run(["pgrep", "-f", r"time\.sleep\(120\)"]).returncode == 1  # none left

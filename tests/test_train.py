@@ -149,3 +149,17 @@ def test_unknown_probe_task_stops_before_training(tmp_path, data_root):
     err = proc.stderr.read().decode().strip().splitlines()
     assert len(err) == 1 and "'copy'" in err[0] and "copy_4" in err[0], err
     assert not run_dir.exists() or not list_checkpoints(run_dir)  # nothing was trained
+
+
+def test_an_interrupted_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from scaling import train as train_module
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    run_dir = tmp_path / "run"
+    assert train_module.main([f"--run.dir={run_dir}", "--model.size=s1"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: ") and "\n" not in err
+    assert str(run_dir) in err and "resumes" in err
