@@ -682,15 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_workers(value: str, threads: int, device: str) -> int:
+    """--workers as a number (`evaluate_run` checks its range)."""
     if value == "auto":
         return default_workers(threads, device)
     try:
-        workers = int(value)
+        return int(value)
     except ValueError:
         raise EvalError(f"--workers must be a number or 'auto', got {value!r}") from None
-    if workers < 1:
-        raise EvalError(f"--workers must be >= 1, got {workers}")
-    return workers
 
 
 def main(argv: list[str] | None = None) -> int:
