@@ -304,9 +304,11 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.PIPE)
             running.add(proc)
             # Every byte of stderr goes to the run's log (where a failure's error is read
-            # back); with one job it is also echoed live, so progress bars show.
+            # back), at once: `tail -f` on a log shows the run's progress as it goes. With
+            # one job it is also echoed live, so progress bars show.
             for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
                 log.write(chunk)
+                log.flush()
                 if echo:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()

@@ -172,11 +172,12 @@ def test_with_several_jobs_the_largest_runs_start_first(tmp_path):
 
 @pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "sigint-to-runner"])
 def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, to_group):
-    # Runs that only sleep: the runner's side of an interrupt, without training.
+    # Runs that say they started and sleep: the runner's side of an interrupt, without
+    # training.
+    script = "import sys, time; print('started', file=sys.stderr); time.sleep(120)"
     path = _sweep_file(tmp_path, {"model.size": {"values": ["s1", "s2", "s3"]},
                                   "train.tokens": {"value": 5000}},
-                       command=["${interpreter}", "-c", "import time; time.sleep(120)",
-                                "${args}"])
+                       command=["${interpreter}", "-c", script, "${args}"])
     proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -185,7 +186,10 @@ def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, to_gr
     while not (state.exists() and "running" in state.read_text()):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    time.sleep(0.5)  # the run's process is up
+    logs = tmp_path / "runs" / "s"
+    while "started" not in "".join(f.read_text() for f in logs.glob("*.log")):
+        assert time.time() < deadline  # a run's log shows its output while it runs
+        time.sleep(0.05)
     if to_group:
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     else:
