@@ -34,6 +34,7 @@ from scaling.progress import progress_bar
 from scaling.provenance import code_fingerprint, stale_code_message
 from scaling.results import append_rows
 from scaling.results import load as load_results
+from scaling.run_lock import hold_run_lock
 
 # Fields that may change between the first start of a run and its resumption without
 # changing what is trained (where it runs, how it logs, what is evaluated afterwards).
@@ -204,8 +205,10 @@ def train(cfg: Config) -> Path:
 
     run_dir = cfg.run_dir()
     run_name = cfg.run.name or run_dir.name
+    lock = None  # held until this function returns (scaling/run_lock.py)
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = hold_run_lock(run_dir)
         _check_same_run(run_dir, cfg)
         corpus_dir = build_corpus(cfg.data, Path(cfg.run.data_root))
     if world > 1:
@@ -346,6 +349,8 @@ def train(cfg: Config) -> Path:
             _write_json(run_dir / "run.json", info)
             logger.log_results(load_results(run_dir).query("task != 'val'"))
     logger.finish()
+    if lock is not None:
+        lock.close()  # the run directory is free for the next process
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

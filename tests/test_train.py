@@ -163,3 +163,21 @@ def test_an_interrupted_training_says_how_to_resume(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted: ") and "\n" not in err
     assert str(run_dir) in err and "resumes" in err
+
+
+def test_a_run_directory_trains_in_one_process_at_a_time(tmp_path, capsys):
+    import os
+
+    from scaling import train as train_module
+    from scaling.run_lock import hold_run_lock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    held = hold_run_lock(run_dir)  # as a training process of this run would
+    assert train_module.main([f"--run.dir={run_dir}", "--model.size=s1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert f"being trained by another process (pid {os.getpid()})" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing else touched
+    held.close()
+    assert hold_run_lock(run_dir) is not None  # free once the holder is done
