@@ -330,10 +330,14 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
                   file=sys.stderr, flush=True)
 
     pool = ThreadPoolExecutor(max_workers=jobs)
+    # SIGTERM (a scheduler or `kill` stopping the sweep) is taken as Ctrl-C: the runs stop
+    # too, rather than go on without a runner while the next one starts them again.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main_thread else None
     try:
         list(pool.map(one, start_order(cfgs, jobs)))
     except KeyboardInterrupt:
-        # A terminal's Ctrl-C reaches the runs too; a SIGINT sent to this process alone
+        # A terminal's Ctrl-C reaches the runs too; a signal sent to this process alone
         # does not, so pass it on. Runs not started yet never start.
         stop.set()
         for proc in list(running):
@@ -341,7 +345,13 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return outcome
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:

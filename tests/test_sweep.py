@@ -170,8 +170,8 @@ def test_with_several_jobs_the_largest_runs_start_first(tmp_path):
     assert sizes[2] == ["s3", "s2", "s1"]
 
 
-@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "sigint-to-runner"])
-def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, to_group):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigint-to-runner", "sigterm-to-runner"])
+def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, how):
     # Runs that say they started and sleep: the runner's side of an interrupt, without
     # training.
     script = "import sys, time; print('started', file=sys.stderr); time.sleep(120)"
@@ -190,10 +190,10 @@ def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, to_gr
     while "started" not in "".join(f.read_text() for f in logs.glob("*.log")):
         assert time.time() < deadline  # a run's log shows its output while it runs
         time.sleep(0.05)
-    if to_group:
+    if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     else:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT if how == "sigint-to-runner" else signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("interrupted: ")
