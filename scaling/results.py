@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from scaling.locks import exclusive
+
 # Required columns, in order. `value` is a float; a missing score is a missing row.
 COLUMNS = [
     "run", "rung", "params", "nonembed_params", "step", "tokens", "flops",
@@ -22,6 +24,7 @@ OPTIONAL_COLUMNS = ["chance", "seed", "data_hash"]
 KEY = ["run", "step", "task", "shots", "metric"]
 
 RESULTS_FILE = "results.csv"
+RESULTS_LOCK = ".results.lock"  # held while results.csv is rewritten
 
 
 class ResultsError(ValueError):
@@ -96,7 +99,9 @@ def append_rows(run_dir: str | os.PathLike, rows: list[dict]) -> Path:
     """Append rows to `run_dir/results.csv`, replacing rows with the same key.
 
     The file is rewritten atomically (temp file + rename), so a crash never leaves a
-    half-written results file and already stored rows are never lost.
+    half-written results file and already stored rows are never lost; one process at a
+    time does this (a lock on `run_dir/.results.lock`), so processes that append to the
+    same run at once (training and a `scaling eval` of it) keep each other's rows.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,11 +110,12 @@ def append_rows(run_dir: str | os.PathLike, rows: list[dict]) -> Path:
     for col in COLUMNS:
         if col not in new.columns:
             raise ResultsError(f"row is missing column {col!r}")
-    if target.exists():
-        new = pd.concat([read_file(target), new], ignore_index=True)
-    new = _check_columns(new, str(target))
-    new = dedupe(new)
-    tmp = target.with_suffix(".csv.tmp")
-    new.to_csv(tmp, index=False)
-    os.replace(tmp, target)
+    with exclusive(run_dir / RESULTS_LOCK):
+        if target.exists():
+            new = pd.concat([read_file(target), new], ignore_index=True)
+        new = _check_columns(new, str(target))
+        new = dedupe(new)
+        tmp = target.with_suffix(".csv.tmp")
+        new.to_csv(tmp, index=False)
+        os.replace(tmp, target)
     return target

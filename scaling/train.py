@@ -34,7 +34,7 @@ from scaling.progress import progress_bar
 from scaling.provenance import code_fingerprint, stale_code_message
 from scaling.results import append_rows
 from scaling.results import load as load_results
-from scaling.run_lock import hold_run_lock
+from scaling.locks import hold_run_lock
 
 # Fields that may change between the first start of a run and its resumption without
 # changing what is trained (where it runs, how it logs, what is evaluated afterwards).
@@ -205,7 +205,7 @@ def train(cfg: Config) -> Path:
 
     run_dir = cfg.run_dir()
     run_name = cfg.run.name or run_dir.name
-    lock = None  # held until this function returns (scaling/run_lock.py)
+    lock = None  # held until this function returns (scaling/locks.py)
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = hold_run_lock(run_dir)

@@ -169,7 +169,7 @@ def test_a_run_directory_trains_in_one_process_at_a_time(tmp_path, capsys):
     import os
 
     from scaling import train as train_module
-    from scaling.run_lock import hold_run_lock
+    from scaling.locks import hold_run_lock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
