@@ -1,6 +1,6 @@
 """File locks that keep concurrent processes from losing each other's work (POSIX flock).
 
-- One training process per run directory (`hold_run_lock`). Two processes training the
+- One training process per run directory (`run_lock`). Two processes training the
   same run directory (the same command started twice, or a run left going by a sweep
   runner that was killed, and started again by the next one) would overwrite each other's
   checkpoints. The training process holds an exclusive lock on `RUN_DIR/.lock` while it
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import IO
 
 try:
     import fcntl
@@ -34,25 +33,26 @@ class RunLockedError(ValueError):
     """The run directory is being trained by another process (a one-line message)."""
 
 
-def hold_run_lock(run_dir: Path) -> IO | None:
-    """Lock `run_dir` for this process (the lock lasts while the returned file is open);
-    raise RunLockedError naming the process that holds it."""
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold `run_dir` for this process inside the block; raise RunLockedError naming the
+    process that holds it."""
     if fcntl is None:
-        return None
-    handle = open(Path(run_dir) / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        yield
+        return
+    with open(Path(run_dir) / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise RunLockedError(f"{run_dir} is being trained by another process (pid {pid}); "
+                                 "wait for it to finish, or stop it and run again") from None
         handle.seek(0)
-        pid = handle.read().strip() or "?"
-        handle.close()
-        raise RunLockedError(f"{run_dir} is being trained by another process (pid {pid}); "
-                             "wait for it to finish, or stop it and run again") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ the learning rate and every random draw are functions of the step alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,13 +29,13 @@ from scaling.checkpoint import (
     CheckpointError, checkpoint_steps, list_checkpoints, load_checkpoint, save_checkpoint)
 from scaling.config import Config, ConfigError, load_config
 from scaling.data.shards import ShardError, build_corpus, data_hash, get_batch, open_shard
+from scaling.locks import run_lock
 from scaling.logger import MetricsLogger
 from scaling.model import GPT
 from scaling.progress import progress_bar
 from scaling.provenance import code_fingerprint, stale_code_message
 from scaling.results import append_rows
 from scaling.results import load as load_results
-from scaling.locks import hold_run_lock
 
 # Fields that may change between the first start of a run and its resumption without
 # changing what is trained (where it runs, how it logs, what is evaluated afterwards).
@@ -191,6 +192,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 def train(cfg: Config) -> Path:
     """Train (or resume) one rung as configured; returns the run directory."""
+    with contextlib.ExitStack() as held:  # the run directory's lock, however this ends
+        return _train(cfg, held)
+
+
+def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
     rank, local_rank, world = _distributed()
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
@@ -205,10 +211,9 @@ def train(cfg: Config) -> Path:
 
     run_dir = cfg.run_dir()
     run_name = cfg.run.name or run_dir.name
-    lock = None  # held until this function returns (scaling/locks.py)
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = hold_run_lock(run_dir)
+        held.enter_context(run_lock(run_dir))  # one process per run (scaling/locks.py)
         _check_same_run(run_dir, cfg)
         corpus_dir = build_corpus(cfg.data, Path(cfg.run.data_root))
     if world > 1:
@@ -349,8 +354,6 @@ def train(cfg: Config) -> Path:
             _write_json(run_dir / "run.json", info)
             logger.log_results(load_results(run_dir).query("task != 'val'"))
     logger.finish()
-    if lock is not None:
-        lock.close()  # the run directory is free for the next process
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

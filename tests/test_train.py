@@ -169,15 +169,15 @@ def test_a_run_directory_trains_in_one_process_at_a_time(tmp_path, capsys):
     import os
 
     from scaling import train as train_module
-    from scaling.locks import hold_run_lock
+    from scaling.locks import run_lock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    held = hold_run_lock(run_dir)  # as a training process of this run would
-    assert train_module.main([f"--run.dir={run_dir}", "--model.size=s1"]) == 2
+    with run_lock(run_dir):  # as a training process of this run would
+        assert train_module.main([f"--run.dir={run_dir}", "--model.size=s1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert f"being trained by another process (pid {os.getpid()})" in err
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing else touched
-    held.close()
-    assert hold_run_lock(run_dir) is not None  # free once the holder is done
+    with run_lock(run_dir):  # free once the holder is done
+        pass
