@@ -13,6 +13,7 @@ registers it and then hands every argument to lm-eval's CLI unchanged, adding
 tokenizer and block size, refreshed when the registry changes) unless one is given.
 
 model_args: checkpoint=PATH (a step_*.pt file, or a run directory for its last checkpoint),
+revision=stepN (with a run directory: its checkpoint at step N, as Pythia names them),
 batch_size=N (rows per forward pass; lm-eval's --batch_size is used when it is not its
 default 1; "auto" means 256), device=cpu|cuda, threads=N (torch CPU threads while scoring,
 default 1; 0 = torch's default).
@@ -55,16 +56,27 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKS = 64  # when a generate_until request gives none
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the last checkpoint of a run directory (or its checkpoints/)."""
+def resolve_checkpoint(path: str | Path, revision: str | int | None = None) -> Path:
+    """A checkpoint file, or a run directory's (or its checkpoints/ folder's) checkpoint at
+    `revision` (`step512` or `512`, Pythia's naming), its last one by default."""
     p = Path(path)
-    if p.is_file():
+    if p.is_file() and revision is None:
         return p
-    if p.is_dir():
-        ckpts = list_checkpoints(p.parent if p.name == "checkpoints" else p)
-        if ckpts:
-            return ckpts[-1][1]
-        raise CheckpointError(f"{p}: no checkpoints in this run directory")
+    if p.is_dir() or p.is_file():
+        run_dir = p.parent.parent if p.is_file() else p.parent if p.name == "checkpoints" else p
+        ckpts = dict(list_checkpoints(run_dir))
+        if not ckpts:
+            raise CheckpointError(f"{p}: no checkpoints in this run directory")
+        if revision is None:
+            return ckpts[max(ckpts)]
+        text = str(revision)
+        step = text[4:] if text.startswith("step") else text
+        if not step.isdigit():
+            raise CheckpointError(f"revision={text}: expected stepN or N (e.g. step512)")
+        if int(step) not in ckpts:
+            raise CheckpointError(f"{run_dir}: no checkpoint at step {int(step)} (steps: "
+                                  f"{', '.join(map(str, sorted(ckpts)))})")
+        return ckpts[int(step)]
     raise CheckpointError(f"{p}: no such checkpoint or run directory")
 
 
@@ -82,7 +94,8 @@ class ScalingLM(LM):
     """A scaling checkpoint behind lm-eval's LM interface (all three request types batched)."""
 
     def __init__(self, checkpoint: str, batch_size=DEFAULT_BATCH_SIZE, max_batch_size=None,
-                 device: str | None = None, threads: int = DEFAULT_THREADS, **_ignored):
+                 device: str | None = None, threads: int = DEFAULT_THREADS,
+                 revision: str | None = None, **_ignored):
         super().__init__()
         import torch
 
@@ -90,7 +103,7 @@ class ScalingLM(LM):
 
         if not device or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's default is cuda:0
-        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.checkpoint = resolve_checkpoint(checkpoint, revision)
         self.model, self.meta = load_model(self.checkpoint, device=device)
         self.tokenizer = get_tokenizer(self.meta.get("tokenizer", "char"))
         self.batch_size = _batch_size(batch_size)
@@ -228,19 +241,19 @@ def _checkpoint_info(argv: list[str]) -> tuple[str, int | None]:
     before lm-eval starts, rather than as a traceback from inside lm-eval.
     """
     args = _option(argv, "--model_args") or _option(argv, "-a") or ""
-    for part in args.replace(" ", ",").split(","):
-        if part.startswith("checkpoint="):
-            from scaling.checkpoint import load_checkpoint
+    parts = dict(part.split("=", 1) for part in args.replace(" ", ",").split(",")
+                 if "=" in part)
+    if "checkpoint" not in parts:
+        return "char", None
+    from scaling.checkpoint import load_checkpoint
 
-            path = resolve_checkpoint(part.split("=", 1)[1])
-            tokenizer = read_metadata(path).get("tokenizer", "char")
-            state, _ = load_checkpoint(path)
-            try:
-                return tokenizer, int(state["model_config"]["block_size"])
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(f"{path}: no model_config.block_size in the checkpoint"
-                                      ) from None
-    return "char", None
+    path = resolve_checkpoint(parts["checkpoint"], parts.get("revision"))
+    tokenizer = read_metadata(path).get("tokenizer", "char")
+    state, _ = load_checkpoint(path)
+    try:
+        return tokenizer, int(state["model_config"]["block_size"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: no model_config.block_size in the checkpoint") from None
 
 
 def export_main(argv: list[str]) -> int:

@@ -298,6 +298,15 @@ def test_resolve_checkpoint(tmp_path):
     assert resolve_checkpoint(last) == last
     with pytest.raises(Exception, match="no such checkpoint"):
         resolve_checkpoint(tmp_path / "nope")
+    # revision=stepN, as Pythia names its checkpoints: from the run or any of its files.
+    first = list_checkpoints(run)[0][1]
+    assert resolve_checkpoint(run, "step5") == resolve_checkpoint(run, 5) == last
+    assert resolve_checkpoint(run, "step0") == resolve_checkpoint(last, "step0") == first
+    assert ScalingLM(checkpoint=str(run), revision="step0").checkpoint == first
+    with pytest.raises(Exception, match=r"no checkpoint at step 7 \(steps: 0, 5\)"):
+        resolve_checkpoint(run, "step7")
+    with pytest.raises(Exception, match="expected stepN"):
+        resolve_checkpoint(run, "latest")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -340,6 +349,8 @@ def test_cli_run_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
     assert "no such checkpoint" in one_line_error(
         ["--model_args", f"checkpoint={tmp_path / 'nope'}", "--tasks", "probe_copy_4"])
+    assert "no checkpoint at step 7" in one_line_error(
+        ["--model_args", f"checkpoint={run},revision=step7", "--tasks", "probe_copy_4"])
     ckpt = list_checkpoints(run)[-1][1]
     data = bytearray(ckpt.read_bytes())
     data[len(data) // 2] ^= 0xFF
