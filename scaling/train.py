@@ -344,8 +344,10 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
         info["status"] = "trained"
         _write_json(run_dir / "run.json", info)
         if cfg.run.evaluate:
+            from scaling.allocator import keep_freed_memory
             from scaling.evaluate import evaluate_run
 
+            keep_freed_memory()  # as `scaling eval` does (training is done: no effect on it)
             t_eval = time.perf_counter()
             evaluate_run(run_dir, tasks=None if cfg.run.tasks == "default" else
                          cfg.run.tasks.split(","), n=cfg.run.eval_n or None)
