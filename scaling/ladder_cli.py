@@ -86,11 +86,17 @@ def timing_summary(run_dirs: list[Path]) -> dict[str, float]:
     return out
 
 
+# run.root of sweeps/ladder.yaml and sweeps/seeds.yaml: the runs the committed report shows
+DEFAULT_ROOT = Path("runs/ladder")
+
+
 def report_dir(sweep_name: str, root: Path) -> Path:
     """Where a sweep's report goes by default: reports/ holds the default ladder (and its
-    seed replicates, which share its runs); any other sweep reports beside its runs
-    (ROOT/report), so a quick look or a test never overwrites the committed report."""
-    return Path("reports") if sweep_name in ("ladder", "seeds") else Path(root) / "report"
+    seed replicates, which share its runs in runs/ladder); any other sweep, a copy of those
+    two with another run root included, reports beside its runs (ROOT/report), so a quick
+    look, a re-run elsewhere or a test never overwrites the committed report."""
+    default = sweep_name in ("ladder", "seeds") and Path(root).resolve() == DEFAULT_ROOT.resolve()
+    return Path("reports") if default else Path(root) / "report"
 
 
 def main(argv: list[str] | None = None) -> int:

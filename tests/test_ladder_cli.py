@@ -32,10 +32,20 @@ def test_only_the_default_ladder_and_its_seeds_report_into_reports():
 
     from scaling.ladder_cli import report_dir
 
-    names = {p: load_sweep(SWEEPS_DIR / f).name for p, f in PRESETS.items()}
-    root = Path("runs/x")
+    from scaling.config import load_config
+    from scaling.ladder_cli import DEFAULT_ROOT
+    from scaling.sweep import run_args
+
+    sweeps = {p: load_sweep(SWEEPS_DIR / f) for p, f in PRESETS.items()}
+    names = {p: sw.name for p, sw in sweeps.items()}
+    for preset in ("cpu", "seeds"):  # the committed report shows the runs in DEFAULT_ROOT
+        assert load_config(None, run_args(sweeps[preset].runs[0])).run.root == str(DEFAULT_ROOT)
+    root = DEFAULT_ROOT
     assert report_dir(names["cpu"], root) == report_dir(names["seeds"], root) == Path("reports")
-    assert report_dir(names["quick"], root) == report_dir(names["tiny"], root) == root / "report"
+    other = Path("runs/x")
+    assert report_dir(names["quick"], other) == report_dir(names["tiny"], other) == other / "report"
+    # A copy of the default ladder with another run root does not overwrite reports/.
+    assert report_dir(names["cpu"], Path("/tmp/elsewhere")) == Path("/tmp/elsewhere/report")
 
 
 def test_done_message_counts_only_the_runs_done_now(tmp_path):
