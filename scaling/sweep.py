@@ -9,7 +9,8 @@ arguments an agent would pass (`--section.key=value`), using the current interpr
 It is idempotent: a run whose directory says it is finished is skipped, a half-finished one
 resumes from its last checkpoint (the training program does that), a failing run is
 recorded with its error in `sweep_state.json` and never stops the others, and the next call
-retries it.
+retries it. Ctrl-C (or SIGTERM) stops the runs that are going at their last checkpoint and
+starts no other; the same command resumes them.
 """
 
 from __future__ import annotations
