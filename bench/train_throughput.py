@@ -10,7 +10,9 @@ For each rung: tokens/s of a full training step (forward, backward, clip, AdamW;
 median step of `--steps`) at the rung's batch size, the model FLOPs per token from
 `GPT.estimate_flops()` (6N + 6dV + 12LdT), and MFU = achieved FLOP/s / peak, where the peak
 is a large fp32 (or bf16) matmul measured in the same run on the same threads, before and
-after the rungs (the higher is used). Prints a table; numbers, not pass/fail.
+after the rungs (the higher is used). Prints a table; numbers, not pass/fail. As in
+training: attention on CPU goes through scaling/cpu_attention.py's kernel where it applies,
+and glibc keeps freed memory (scaling/allocator.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import time
 
 import torch
 
-from scaling import ladder
+from scaling import cpu_attention, ladder
+from scaling.allocator import keep_freed_memory
 from scaling.model import GPT
 from scaling.train import Plan, compile_for_training, make_optimizer
 from scaling.config import Config
@@ -114,6 +117,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training does (scaling/allocator.py)
     device = torch.device(args.device)
     matmul_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     peak = matmul_peak(device, matmul_dtype)
@@ -121,6 +125,10 @@ def main(argv=None) -> None:
           f" threads {torch.get_num_threads()}, dtype {args.dtype}, compile {args.compile},"
           f" block {args.block_size}, torch {torch.__version__}")
     print(f"measured matmul peak: {peak / 1e9:,.1f} GFLOP/s")
+    if device.type == "cpu":
+        lib = cpu_attention.load()
+        print("CPU attention kernel (scaling/cpu_attention.py): "
+              + ("in use" if lib else f"not in use ({cpu_attention.reason()})"))
     names = args.rungs.split(",") if args.rungs else ladder.LADDERS[args.ladder]
     rows = [bench_rung(name, device, args.dtype, args.steps, args.compile, args.block_size,
                        batch=args.batch) for name in names]

@@ -6,9 +6,10 @@ kernel (mmap above a threshold that starts at 128 KB, heap trimming above twice 
 the next batch page-faults its memory in again: measured on this 2-core CPU at s3, a
 forward pass over 256 rows of 40 tokens took 11.3 us per position instead of 7.0, and a
 KV-cache prefill 10-20% longer. Raising the thresholds keeps the memory for reuse. Training
-steps reuse same-sized tensors and showed no gain, so only evaluation calls this: `scaling
-eval`, `scaling lm-eval`, bench/eval_throughput.py, and a training run once its last step
-is done and it scores its checkpoints (`--run.evaluate`).
+calls it too since its CPU attention keeps each layer's probabilities for the backward pass
+(scaling/cpu_attention.py; a training step at s3 was 12% faster with it, at s2 3%). Called
+by `scaling train` (and so every sweep run), `scaling eval`, `scaling lm-eval` and both
+benchmarks.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaling import cpu_attention
+
 
 @dataclass
 class GPTConfig:
@@ -207,6 +209,11 @@ class CausalSelfAttention(nn.Module):
         # Queries at the end of a longer key sequence (a cache, or kept positions) need the
         # causal mask offset, so build it explicitly unless this is a plain square call.
         if Tk == T and visible is None:
+            # Training on CPU: the compiled kernel is 2.5-3x faster than torch's at these
+            # head sizes (scaling/cpu_attention.py); evaluation keeps torch's kernels.
+            if (q.requires_grad and (self.dropout == 0 or not self.training)
+                    and cpu_attention.usable(q, k, v)):
+                return cpu_attention.causal_attention(q, k, v)
             return F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)

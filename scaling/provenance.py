@@ -13,8 +13,10 @@ import functools
 import hashlib
 from pathlib import Path
 
-# The modules whose code decides what a run computes (data has its own corpus hash).
-TRAINING_MODULES = ("model", "train", "ladder", "config", "checkpoint")
+# The modules whose code decides what a run computes (data has its own corpus hash), and
+# the compiled kernels training calls.
+TRAINING_MODULES = ("model", "train", "ladder", "config", "checkpoint", "cpu_attention")
+TRAINING_KERNELS = ("kernels/causal_attention.cpp",)
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -28,12 +30,15 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def fingerprint_of(sources: list[str]) -> str:
+def fingerprint_of(sources: list[str], kernels: tuple[bytes, ...] = ()) -> str:
     """12 hex digits of sha256 over the sources' syntax trees without docstrings: editing a
-    comment, a docstring or the layout keeps it; changing code changes it."""
+    comment, a docstring or the layout keeps it; changing code changes it. Kernel sources
+    (C++) count byte for byte."""
     digest = hashlib.sha256()
     for src in sources:
         digest.update(ast.dump(_without_docstrings(ast.parse(src))).encode())
+    for kernel in kernels:
+        digest.update(kernel)
     return digest.hexdigest()[:12]
 
 
@@ -41,7 +46,8 @@ def fingerprint_of(sources: list[str]) -> str:
 def code_fingerprint() -> str:
     """The fingerprint of this installation's training modules (read once per process)."""
     here = Path(__file__).resolve().parent
-    return fingerprint_of([(here / f"{m}.py").read_text() for m in TRAINING_MODULES])
+    return fingerprint_of([(here / f"{m}.py").read_text() for m in TRAINING_MODULES],
+                          tuple((here / k).read_bytes() for k in TRAINING_KERNELS))
 
 
 def stale_code_message(run_dir: Path, info: dict) -> str | None:

@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from scaling import ladder
+from scaling import cpu_attention, ladder
+from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import (
     CheckpointError, checkpoint_steps, list_checkpoints, load_checkpoint, save_checkpoint)
 from scaling.config import Config, ConfigError, load_config
@@ -116,6 +117,8 @@ def compile_for_training(model: torch.nn.Module, device: torch.device) -> torch.
     a rung's later runs reuse Inductor's cache.
     """
     options = {"cpp_wrapper": True} if device.type == "cpu" else None
+    if device.type == "cpu":
+        cpu_attention.load()  # built before tracing: the compiled graph calls it, or not
     return torch.compile(model, options=options)
 
 
@@ -205,6 +208,9 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
     threads = cfg.run.threads or (max(1, (os.cpu_count() or 1) // world) if world > 1 else 0)
     if threads:
         torch.set_num_threads(threads)
+    # Attention keeps each step's probabilities (scaling/cpu_attention.py): several MB a
+    # layer that glibc would otherwise hand back and fault in again every step (s3: 12%).
+    keep_freed_memory()
     device = _device(cfg, local_rank)
     use_bf16 = cfg.train.dtype == "bf16" or (cfg.train.dtype == "auto" and device.type == "cuda")
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext())
@@ -344,10 +350,8 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
         info["status"] = "trained"
         _write_json(run_dir / "run.json", info)
         if cfg.run.evaluate:
-            from scaling.allocator import keep_freed_memory
             from scaling.evaluate import evaluate_run
 
-            keep_freed_memory()  # as `scaling eval` does (training is done: no effect on it)
             t_eval = time.perf_counter()
             evaluate_run(run_dir, tasks=None if cfg.run.tasks == "default" else
                          cfg.run.tasks.split(","), n=cfg.run.eval_n or None)

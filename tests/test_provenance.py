@@ -19,6 +19,8 @@ def test_fingerprint_ignores_comments_and_docstrings_but_not_code():
     assert fingerprint_of([SRC.replace("a comment", "another").replace("Doc.", "New.")]) == base
     assert fingerprint_of([SRC.replace('"""Module docstring."""\n', "")]) == base
     assert fingerprint_of([SRC.replace("x * 2", "x * 3")]) != base
+    # a compiled kernel's source counts too (scaling/kernels/*.cpp)
+    assert fingerprint_of([SRC], (b"int f() { return 1; }",)) != base
     assert len(code_fingerprint()) == 12
 
 
