@@ -1,13 +1,14 @@
-"""Causal attention of a training step: torch's CPU kernel vs ours (scaling/cpu_attention.py).
+"""Attention of a training step: torch's CPU path vs ours (scaling/cpu_attention.py).
 
     python bench/attention_kernel.py [--batch 16] [--threads 1] [--reps 30]
 
-For each rung of the CPU ladder, at its training shape (batch x heads x 128 x head size,
-q, k and v laid out as the model makes them: views of one qkv tensor): the median time of
-a forward and of a backward pass through `F.scaled_dot_product_attention(is_causal=True)`
-(torch's flash kernel on CPU) and through the compiled kernel, alternating the two so both
-see the same machine; and the largest differences between their outputs and gradients.
-Numbers, not pass/fail.
+For each rung of the CPU ladder, at its training shape (batch x 128 positions x the fused
+qkv projection): the median time of a forward and of a backward pass from the projection
+to the heads' merged outputs, the part of a step the kernel replaces: the model's own path
+(split into heads, rotary on q and k, `F.scaled_dot_product_attention(is_causal=True)`,
+which is torch's flash kernel on CPU, merge) and `cpu_attention.attend`, alternating the
+two so both see the same machine; and the largest differences between their outputs and
+gradients. glibc keeps freed memory, as in training. Numbers, not pass/fail.
 """
 
 from __future__ import annotations
@@ -20,34 +21,47 @@ import torch
 import torch.nn.functional as F
 
 from scaling import cpu_attention, ladder
+from scaling.allocator import keep_freed_memory
+from scaling.model import _apply_rotary, _rotary_tables
 
 
-def _time_pass(attend, q, k, v, grad):
+def torch_path(qkv: torch.Tensor, n_head: int, rotary) -> torch.Tensor:
+    """What scaling/model.py does without the kernel: heads, rotary, flash attention."""
+    B, T, width = qkv.shape
+    C = width // 3
+    qk = _apply_rotary(qkv[..., :2 * C].view(B, T, 2 * n_head, C // n_head), *rotary)
+    q, k = qk.view(B, T, 2 * C).split(C, dim=2)
+    q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2)
+               for t in (q, k, qkv[..., 2 * C:]))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return out.transpose(1, 2).contiguous().view(B, T, C)
+
+
+def _time_pass(attend, qkv, n_head, rotary, grad):
     t0 = time.perf_counter()
-    out = attend(q, k, v)
+    out = attend(qkv, n_head, rotary)
     t1 = time.perf_counter()
     out.backward(grad)
     return t1 - t0, time.perf_counter() - t1
 
 
-def bench_shape(batch: int, heads: int, T: int, D: int, reps: int) -> dict:
-    """Median forward and backward seconds of both kernels, and their largest differences."""
-    qkv = torch.randn(batch, T, 3, heads, D, requires_grad=True)
-    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-    grad = torch.randn(batch, heads, T, D)
-    kernels = {"torch": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-               "ours": cpu_attention.causal_attention}
+def bench_shape(batch: int, n_head: int, T: int, D: int, reps: int) -> dict:
+    """Median forward and backward seconds of both paths, and their largest differences."""
+    qkv = torch.randn(batch, T, 3 * n_head * D, requires_grad=True)
+    rotary = _rotary_tables(D, T)
+    grad = torch.randn(batch, T, n_head * D)
+    paths = {"torch": torch_path, "ours": cpu_attention.attend}
     results = {}
-    for name, attend in kernels.items():
+    for name, attend in paths.items():
         qkv.grad = None
-        out = attend(q, k, v)
+        out = attend(qkv, n_head, rotary)
         out.backward(grad)
         results[name] = (out.detach(), qkv.grad.clone())
-    times = {name: ([], []) for name in kernels}
+    times = {name: ([], []) for name in paths}
     for _ in range(reps):
-        for name, attend in kernels.items():
+        for name, attend in paths.items():
             qkv.grad = None
-            fwd, bwd = _time_pass(attend, q, k, v, grad)
+            fwd, bwd = _time_pass(attend, qkv, n_head, rotary, grad)
             times[name][0].append(fwd)
             times[name][1].append(bwd)
     row = {name: (statistics.median(f), statistics.median(b)) for name, (f, b) in times.items()}
@@ -65,6 +79,7 @@ def main(argv=None) -> None:
     p.add_argument("--block-size", type=int, default=128)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training does
     if cpu_attention.load() is None:
         raise SystemExit(f"error: the CPU attention kernel is unavailable here: "
                          f"{cpu_attention.reason()}")

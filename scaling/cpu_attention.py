@@ -5,20 +5,23 @@ kernel runs its forward and backward at about a quarter of the machine's matmul 
 attention is a third of a small rung's training FLOPs (FlexAttention has no CPU backward in
 torch 2.13; composing matmul and softmax ops is slower still). The kernel in
 `kernels/causal_attention.cpp` keeps each head's T x T probabilities in cache and computes
-every product over the causal triangle with register-blocked vector code: forward and
-backward together 2.5-3x faster than flash at the s2/s3 training shapes (measured with
-`bench/attention_kernel.py`), the same results within float rounding (~1e-6).
+every product over the causal triangle with register-blocked vector code, applying rotary
+embeddings as it reads q and k. `attend` takes the fused qkv projection and returns the
+merged heads, so the split, rotary and transposes around torch's attention (and their
+backward) disappear too: that whole path is 1.4-1.9x faster (`bench/attention_kernel.py`)
+and a compiled s2 training step 18% faster, with the same results within float rounding
+(~1e-6).
 
 How: the C++ file is compiled once per machine with the system's C++ compiler
 (`$CXX`, else `c++`; `-O3 -march=native`) into ~/.cache/scaling/kernels (or
 $SCALING_KERNEL_CACHE) and called through ctypes, which releases the GIL, so heads are spread
 over torch's thread count. It is registered as the custom op `scaling::causal_attention`
-with a fake implementation and an autograd formula, so `torch.compile` treats it as one
-opaque call. It is used for fp32 CPU tensors that need gradients, heads of 8-32 channels,
-sequences a multiple of 8, on x86-64 CPUs with AVX2 and FMA. Anything else, or a machine
-where the build fails (one warning), or SCALING_CPU_ATTENTION=0, uses
-`F.scaled_dot_product_attention` as before. Results are deterministic: each head is
-computed by one thread in a fixed order, whatever the thread count.
+with a fake implementation and an autograd formula, so `torch.compile` keeps it as one
+opaque call in one graph. It serves fp32 CPU tensors that need gradients, heads of 8-32
+channels, sequences a multiple of 8, on x86-64 CPUs with AVX2 and FMA. Anything else, a
+machine where the build fails (one warning), or SCALING_CPU_ATTENTION=0 uses torch's
+attention as before. Results are deterministic: each head is computed by one thread in a
+fixed order, whatever the thread count.
 """
 
 from __future__ import annotations
@@ -127,9 +130,10 @@ def load() -> ctypes.CDLL | None:
     if not all(lib.causal_attention_supports(8, d) for d in HEAD_SIZES):
         _state.reason = "the built kernel does not support HEAD_SIZES"
         return None
-    lib.causal_attention_forward.argtypes = ints + [ctypes.c_void_p, i64p] * 4 + [ctypes.c_void_p]
-    lib.causal_attention_backward.argtypes = ints + [ctypes.c_void_p, i64p] * 5 + [
-        ctypes.c_void_p, ctypes.c_void_p, i64p, ctypes.c_void_p, i64p, ctypes.c_void_p, i64p]
+    ptr, tensor = ctypes.c_void_p, [ctypes.c_void_p, i64p]
+    lib.causal_attention_forward.argtypes = ints + tensor * 3 + [ptr, ptr] + tensor + [ptr]
+    lib.causal_attention_backward.argtypes = (ints + tensor * 3 + [ptr, ptr] + tensor * 2
+                                              + [ptr] + tensor * 3)
     _state.lib = lib
     return lib
 
@@ -139,41 +143,48 @@ def reason() -> str:
     return _state.reason
 
 
-def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Whether `causal_attention` serves these (B, H, T, D) queries, keys and values.
+def usable(qkv: torch.Tensor, n_head: int) -> bool:
+    """Whether `attend` serves this (B, T, 3C) projection split into n_head heads.
 
     Under torch.compile the library is not built here (only looked up): training loads it
     before compiling (`load()`)."""
-    if torch.compiler.is_compiling():
-        lib = _state.lib
-    else:
-        lib = load()
+    lib = _state.lib if torch.compiler.is_compiling() else load()
     # Plain Python only: a ctypes call here would break torch.compile's graph at every layer.
-    return (lib is not None and q.device.type == "cpu" and q.dim() == 4
-            and q.dtype == k.dtype == v.dtype == torch.float32
-            and q.shape == k.shape == v.shape
-            and q.size(2) % 8 == 0 and q.size(3) in HEAD_SIZES)
+    return (lib is not None and qkv.device.type == "cpu" and qkv.dim() == 3
+            and qkv.dtype == torch.float32 and qkv.size(2) % (3 * n_head) == 0
+            and qkv.size(1) % 8 == 0 and qkv.size(2) // (3 * n_head) in HEAD_SIZES)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D), causal) v for (B, H, T, D) tensors (check `usable` first).
+def attend(qkv: torch.Tensor, n_head: int,
+           rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Causal self-attention of a fused projection qkv (B, T, 3C) -> (B, T, C) (check `usable`).
 
-    The output is (B, H, T, D) laid out as (B, T, H, D) in memory, so the caller's
-    `.transpose(1, 2).contiguous()` back to (B, T, C) costs nothing."""
-    return torch.ops.scaling.causal_attention(q, k, v)[0]
-
-
-def _strides(t: torch.Tensor):
-    return (ctypes.c_int64 * 3)(t.stride(0), t.stride(1), t.stride(2))
-
-
-def _unit_last(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
+    q, k and v are the thirds of the last dimension, each n_head heads of C / n_head
+    channels (the model's layout); `rotary` = (cos, signed sin) tables (T, head size), as
+    scaling/model.py makes them, rotates q and k inside the kernel. The gradient comes back
+    as one (B, T, 3C) tensor: no split, transposes or rotary kernels around the call."""
+    cos, sin = rotary if rotary is not None else (None, None)
+    return torch.ops.scaling.causal_attention(qkv, cos, sin, n_head)[0]
 
 
-def _heads_empty(like: torch.Tensor) -> torch.Tensor:
-    B, H, T, D = like.shape
-    return like.new_empty(B, T, H, D).transpose(1, 2)
+def _strides(*strides: int):
+    return (ctypes.c_int64 * 3)(*strides)
+
+
+def _heads(t: torch.Tensor, n_head: int, parts: int):
+    """Pointers and (b, h, t) strides of each of the `parts` thirds (or the whole) of the
+    last dimension of a contiguous (B, T, parts * C) tensor, seen as (B, H, T, D) heads."""
+    B, T, width = t.shape
+    C = width // parts
+    strides = _strides(T * width, C // n_head, width)
+    return [(t.data_ptr() + i * C * t.element_size(), strides) for i in range(parts)]
+
+
+def _tables(cos, sin):
+    if cos is None:
+        return None, None, ()
+    cos, sin = cos.contiguous(), sin.contiguous()
+    return cos.data_ptr(), sin.data_ptr(), (cos, sin)
 
 
 def _parallel(fn, n_heads: int) -> None:
@@ -191,57 +202,67 @@ def _parallel(fn, n_heads: int) -> None:
 
 
 @torch.library.custom_op("scaling::causal_attention", mutates_args=())
-def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(qkv: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+             n_head: int) -> tuple[torch.Tensor, torch.Tensor]:
     lib = load()
-    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
-    B, H, T, D = q.shape
-    o = _heads_empty(q)
-    probs = q.new_empty(B * H, T, (T + 7) // 8 * 8)
-    args = (H, T, D, q.data_ptr(), _strides(q), k.data_ptr(), _strides(k), v.data_ptr(),
-            _strides(v), o.data_ptr(), _strides(o), probs.data_ptr())
-    _parallel(lambda a, b: lib.causal_attention_forward(a, b, *args), B * H)
-    return o, probs
+    qkv = qkv.contiguous()
+    B, T, width = qkv.shape
+    C = width // 3
+    y = qkv.new_empty(B, T, C)
+    probs = qkv.new_empty(B * n_head, T, (T + 7) // 8 * 8)
+    (q, qs), (k, ks), (v, vs) = _heads(qkv, n_head, 3)
+    ((o, os_),) = _heads(y, n_head, 1)
+    cos_p, sin_p, _keep = _tables(cos, sin)
+    args = (n_head, T, C // n_head, q, qs, k, ks, v, vs, cos_p, sin_p, o, os_,
+            probs.data_ptr())
+    _parallel(lambda a, b: lib.causal_attention_forward(a, b, *args), B * n_head)
+    return y, probs
 
 
 @_forward.register_fake
-def _(q, k, v):
-    B, H, T, D = q.shape
-    return _heads_empty(q), q.new_empty(B * H, T, (T + 7) // 8 * 8)
+def _(qkv, cos, sin, n_head):
+    B, T, width = qkv.shape
+    return qkv.new_empty(B, T, width // 3), qkv.new_empty(B * n_head, T, (T + 7) // 8 * 8)
 
 
 @torch.library.custom_op("scaling::causal_attention_backward", mutates_args=())
-def _backward_op(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                 o: torch.Tensor, probs: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward_op(grad_y: torch.Tensor, qkv: torch.Tensor, cos: torch.Tensor | None,
+                 sin: torch.Tensor | None, n_head: int, y: torch.Tensor, probs: torch.Tensor
+                 ) -> torch.Tensor:
     lib = load()
-    g, q, k, v, o = (_unit_last(t) for t in (g, q, k, v, o))
-    probs = probs.contiguous()
-    B, H, T, D = q.shape
-    dq, dk, dv = _heads_empty(q), _heads_empty(q), _heads_empty(q)
-    args = (H, T, D, q.data_ptr(), _strides(q), k.data_ptr(), _strides(k), v.data_ptr(),
-            _strides(v), o.data_ptr(), _strides(o), g.data_ptr(), _strides(g),
-            probs.data_ptr(), dq.data_ptr(), _strides(dq), dk.data_ptr(),
-            _strides(dk), dv.data_ptr(), _strides(dv))
-    _parallel(lambda a, b: lib.causal_attention_backward(a, b, *args), B * H)
-    return dq, dk, dv
+    grad_y, qkv, y, probs = (t.contiguous() for t in (grad_y, qkv, y, probs))
+    B, T, width = qkv.shape
+    C = width // 3
+    dqkv = torch.empty_like(qkv)
+    (q, qs), (k, ks), (v, vs) = _heads(qkv, n_head, 3)
+    (dq, dqs), (dk, dks), (dv, dvs) = _heads(dqkv, n_head, 3)
+    ((o, os_),) = _heads(y, n_head, 1)
+    ((g, gs),) = _heads(grad_y, n_head, 1)
+    cos_p, sin_p, _keep = _tables(cos, sin)
+    args = (n_head, T, C // n_head, q, qs, k, ks, v, vs, cos_p, sin_p, o, os_, g, gs,
+            probs.data_ptr(), dq, dqs, dk, dks, dv, dvs)
+    _parallel(lambda a, b: lib.causal_attention_backward(a, b, *args), B * n_head)
+    return dqkv
 
 
 @_backward_op.register_fake
-def _(g, q, k, v, o, probs):
-    return _heads_empty(q), _heads_empty(q), _heads_empty(q)
+def _(grad_y, qkv, cos, sin, n_head, y, probs):
+    return torch.empty_like(qkv)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v = inputs
-    o, probs = output
+    qkv, cos, sin, n_head = inputs
+    y, probs = output
     ctx.mark_non_differentiable(probs)
-    ctx.save_for_backward(q, k, v, o, probs)
+    ctx.n_head = n_head
+    ctx.save_for_backward(qkv, cos, sin, y, probs)
 
 
-def _backward(ctx, grad_o, _grad_probs):
-    q, k, v, o, probs = ctx.saved_tensors
-    return tuple(torch.ops.scaling.causal_attention_backward(grad_o, q, k, v, o, probs))
+def _backward(ctx, grad_y, _grad_probs):
+    qkv, cos, sin, y, probs = ctx.saved_tensors
+    dqkv = torch.ops.scaling.causal_attention_backward(grad_y, qkv, cos, sin, ctx.n_head, y,
+                                                       probs)
+    return dqkv, None, None, None
 
 
 _forward.register_autograd(_backward, setup_context=_setup_context)

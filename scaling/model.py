@@ -168,6 +168,13 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         hs = C // self.n_head
         qkv = self.qkv(x)
+        # Training on CPU: one compiled kernel from the projection to the heads' outputs,
+        # rotary included, 1.4-1.9x faster than torch's path at these head sizes
+        # (scaling/cpu_attention.py); evaluation keeps torch's kernels.
+        if (cache is None and qkv.requires_grad and (self.dropout == 0 or not self.training)
+                and cpu_attention.usable(qkv, self.n_head)):
+            y = cpu_attention.attend(qkv, self.n_head, rotary)
+            return F.dropout(self.proj(y), self.dropout, self.training)
         if rotary is not None:  # rotate q and k together: one set of kernels, not two
             qk = _apply_rotary(qkv[..., :2 * C].view(B, T, 2 * self.n_head, hs), *rotary)
             q, k = qk.view(B, T, 2 * C).split(C, dim=2)
@@ -209,11 +216,6 @@ class CausalSelfAttention(nn.Module):
         # Queries at the end of a longer key sequence (a cache, or kept positions) need the
         # causal mask offset, so build it explicitly unless this is a plain square call.
         if Tk == T and visible is None:
-            # Training on CPU: the compiled kernel is 2.5-3x faster than torch's at these
-            # head sizes (scaling/cpu_attention.py); evaluation keeps torch's kernels.
-            if (q.requires_grad and (self.dropout == 0 or not self.training)
-                    and cpu_attention.usable(q, k, v)):
-                return cpu_attention.causal_attention(q, k, v)
             return F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(Tk - T)

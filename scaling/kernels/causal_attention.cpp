@@ -10,7 +10,9 @@
 //   rows_dot:  C[i, j] = sum_d A[i, d] Bt[d, j]       (S = Q K^T, dP = dO V^T)
 //   rows_mix:  Out[i]  = sum_{j<=i} W[i, j] X[j]      (O = P V, dQ = dS K)
 //   cols_mix:  Out[j]  = sum_{i>=j} W[i, j] X[i]      (dV = P^T dO, dK = dS^T Q)
-// Vectors are GCC/Clang vector extensions of 8 floats (AVX2 or AVX-512 registers).
+// Rotary position embeddings, when given, are applied to q and k as they are gathered, and
+// their transpose to dq and dk as they are written, so a training step runs no separate
+// rotary kernels. Vectors are GCC/Clang vector extensions of 8 floats (AVX2 or AVX-512).
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -168,16 +170,39 @@ struct OutView {
     float *row(int b, int h, int t) const { return p + b * sb + h * sh + t * st; }
 };
 
+// Rotary tables (T, D): cos, and sin signed -sin for the first half of a head and +sin for
+// the second (GPT-NeoX's half-split layout, as scaling/model.py). x' = x cos + swap(x) sin,
+// where swap exchanges the halves; the transpose is dx = dx' cos - swap(dx') sin.
+struct Rotary {
+    const float *cos, *sin;  // null: no rotary
+};
+
+// out[d] = scale * (x rotated at position t)[d]; sign -1 applies the transpose instead.
 template <int D>
-void forward_one(int b, int h, int T, View q, View k, View v, OutView o, float *P) {
+inline void rotate(const float *x, Rotary rot, int t, float sign, float scale, float *out) {
+    if (!rot.cos) {
+        for (int d = 0; d < D; d++) out[d] = x[d] * scale;
+        return;
+    }
+    const float *c = rot.cos + t * D, *sn = rot.sin + t * D;
+    for (int d = 0; d < D; d++) {
+        const float partner = x[d < D / 2 ? d + D / 2 : d - D / 2];
+        out[d] = (x[d] * c[d] + sign * partner * sn[d]) * scale;
+    }
+}
+
+template <int D>
+void forward_one(int b, int h, int T, View q, View k, View v, Rotary rot, OutView o, float *P) {
     constexpr int R = rows_per_block<D>();
     const int TP = round8(T);
     const float scale = 1.0f / __builtin_sqrtf((float)D);
     std::vector<float> Qs(T * D), Kt(D * TP, 0.f), V(T * D), O(T * D);
+    float kr[D];
     for (int t = 0; t < T; t++) {
-        const float *qr = q.row(b, h, t), *kr = k.row(b, h, t), *vr = v.row(b, h, t);
+        rotate<D>(q.row(b, h, t), rot, t, 1.f, scale, Qs.data() + t * D);
+        rotate<D>(k.row(b, h, t), rot, t, 1.f, 1.f, kr);
+        const float *vr = v.row(b, h, t);
         for (int d = 0; d < D; d++) {
-            Qs[t * D + d] = qr[d] * scale;
             Kt[d * TP + t] = kr[d];
             V[t * D + d] = vr[d];
         }
@@ -192,20 +217,19 @@ void forward_one(int b, int h, int T, View q, View k, View v, OutView o, float *
 }
 
 template <int D>
-void backward_one(int b, int h, int T, View q, View k, View v, View o, View g, const float *P,
-                  OutView dq, OutView dk, OutView dv, float *dS) {
+void backward_one(int b, int h, int T, View q, View k, View v, Rotary rot, View o, View g,
+                  const float *P, OutView dq, OutView dk, OutView dv, float *dS) {
     constexpr int R = rows_per_block<D>();
     const int TP = round8(T);
     const float scale = 1.0f / __builtin_sqrtf((float)D);
     std::vector<float> Qs(T * D), K(T * D), Vt(D * TP, 0.f), G(T * D), delta(T), dQ(T * D),
         dK(T * D), dV(T * D);
     for (int t = 0; t < T; t++) {
-        const float *qr = q.row(b, h, t), *kr = k.row(b, h, t), *vr = v.row(b, h, t);
-        const float *orow = o.row(b, h, t), *gr = g.row(b, h, t);
+        rotate<D>(q.row(b, h, t), rot, t, 1.f, scale, Qs.data() + t * D);
+        rotate<D>(k.row(b, h, t), rot, t, 1.f, 1.f, K.data() + t * D);
+        const float *vr = v.row(b, h, t), *orow = o.row(b, h, t), *gr = g.row(b, h, t);
         float dot = 0;  // delta_t = dO_t . O_t = sum_j P_tj dP_tj, the softmax backward's row term
         for (int d = 0; d < D; d++) {
-            Qs[t * D + d] = qr[d] * scale;
-            K[t * D + d] = kr[d];
             Vt[d * TP + t] = vr[d];
             G[t * D + d] = gr[d];
             dot += gr[d] * orow[d];
@@ -226,9 +250,9 @@ void backward_one(int b, int h, int T, View q, View k, View v, View o, View g, c
     }
     // S = (Q scale) K^T: dK = dS^T (Q scale), dQ = scale dS K (above).
     for (int j0 = 0; j0 < T; j0 += R) cols_mix<D, R>(dS, TP, Qs.data(), T, j0, dK.data());
-    for (int t = 0; t < T; t++) {
-        std::memcpy(dq.row(b, h, t), dQ.data() + t * D, D * sizeof(float));
-        std::memcpy(dk.row(b, h, t), dK.data() + t * D, D * sizeof(float));
+    for (int t = 0; t < T; t++) {  // gradients of the unrotated q and k
+        rotate<D>(dQ.data() + t * D, rot, t, -1.f, 1.f, dq.row(b, h, t));
+        rotate<D>(dK.data() + t * D, rot, t, -1.f, 1.f, dk.row(b, h, t));
         std::memcpy(dv.row(b, h, t), dV.data() + t * D, D * sizeof(float));
     }
 }
@@ -246,11 +270,13 @@ int causal_attention_supports(int T, int D) {
 }
 
 // Heads bh0 .. bh1 - 1 (bh = b * H + h) of O = softmax(Q K^T / sqrt(D), causal) V.
-// q, k, v, o: (B, H, T, D) with strides (b, h, t) given, unit stride in d.
-// P: (B * H, T, round8(T)) probabilities, kept for the backward pass. Returns 0 on success.
+// q, k, v, o: (B, H, T, D) with strides (b, h, t) given, unit stride in d. cos, sin: (T, D)
+// rotary tables applied to q and k, or both null. P: (B * H, T, round8(T)) probabilities,
+// kept for the backward pass. Returns 0 on success.
 int causal_attention_forward(int bh0, int bh1, int H, int T, int D,
                              const float *q, const int64_t *qs, const float *k,
                              const int64_t *ks, const float *v, const int64_t *vs,
+                             const float *cos, const float *sin,
                              float *o, const int64_t *os, float *P) {
     if (!causal_attention_supports(T, D)) return 1;
     const int64_t per_head = (int64_t)T * round8(T);
@@ -259,21 +285,23 @@ int causal_attention_forward(int bh0, int bh1, int H, int T, int D,
         float *Pb = P + bh * per_head;
         View Q = view(q, qs), K = view(k, ks), V = view(v, vs);
         OutView O = out_view(o, os);
+        const Rotary rot{cos, sin};
         switch (D) {
-            case 8: forward_one<8>(b, h, T, Q, K, V, O, Pb); break;
-            case 16: forward_one<16>(b, h, T, Q, K, V, O, Pb); break;
-            case 24: forward_one<24>(b, h, T, Q, K, V, O, Pb); break;
-            case 32: forward_one<32>(b, h, T, Q, K, V, O, Pb); break;
+            case 8: forward_one<8>(b, h, T, Q, K, V, rot, O, Pb); break;
+            case 16: forward_one<16>(b, h, T, Q, K, V, rot, O, Pb); break;
+            case 24: forward_one<24>(b, h, T, Q, K, V, rot, O, Pb); break;
+            case 32: forward_one<32>(b, h, T, Q, K, V, rot, O, Pb); break;
         }
     }
     return 0;
 }
 
-// Gradients dq, dk, dv of heads bh0 .. bh1 - 1 given g = dL/dO, the forward's output o and P.
+// Gradients dq, dk, dv (of q and k before rotation) of heads bh0 .. bh1 - 1 given
+// g = dL/dO, the forward's output o and P.
 int causal_attention_backward(int bh0, int bh1, int H, int T, int D,
                               const float *q, const int64_t *qs, const float *k,
                               const int64_t *ks, const float *v, const int64_t *vs,
-                              const float *o, const int64_t *os, const float *g,
+                              const float *cos, const float *sin, const float *o, const int64_t *os, const float *g,
                               const int64_t *gs, const float *P, float *dq, const int64_t *dqs,
                               float *dk, const int64_t *dks, float *dv, const int64_t *dvs) {
     if (!causal_attention_supports(T, D)) return 1;
@@ -284,11 +312,13 @@ int causal_attention_backward(int bh0, int bh1, int H, int T, int D,
         const float *Pb = P + bh * per_head;
         View Q = view(q, qs), K = view(k, ks), V = view(v, vs), O = view(o, os), G = view(g, gs);
         OutView DQ = out_view(dq, dqs), DK = out_view(dk, dks), DV = out_view(dv, dvs);
+        const Rotary rot{cos, sin};
+        float *s = dS.data();
         switch (D) {
-            case 8: backward_one<8>(b, h, T, Q, K, V, O, G, Pb, DQ, DK, DV, dS.data()); break;
-            case 16: backward_one<16>(b, h, T, Q, K, V, O, G, Pb, DQ, DK, DV, dS.data()); break;
-            case 24: backward_one<24>(b, h, T, Q, K, V, O, G, Pb, DQ, DK, DV, dS.data()); break;
-            case 32: backward_one<32>(b, h, T, Q, K, V, O, G, Pb, DQ, DK, DV, dS.data()); break;
+            case 8: backward_one<8>(b, h, T, Q, K, V, rot, O, G, Pb, DQ, DK, DV, s); break;
+            case 16: backward_one<16>(b, h, T, Q, K, V, rot, O, G, Pb, DQ, DK, DV, s); break;
+            case 24: backward_one<24>(b, h, T, Q, K, V, rot, O, G, Pb, DQ, DK, DV, s); break;
+            case 32: backward_one<32>(b, h, T, Q, K, V, rot, O, G, Pb, DQ, DK, DV, s); break;
         }
     }
     return 0;
