@@ -109,9 +109,6 @@ def load() -> ctypes.CDLL | None:
     if platform.machine().lower() not in ("x86_64", "amd64") or not {"avx2", "fma"} <= flags:
         _state.reason = "needs an x86-64 CPU with AVX2 and FMA"
         return None
-    if not hasattr(torch.library, "custom_op"):
-        _state.reason = "needs torch >= 2.4 (torch.library.custom_op)"
-        return None
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not compiler:
         _state.reason = "no C++ compiler found (set CXX)"
