@@ -1,6 +1,6 @@
 """Training throughput of every rung, as a fraction of this machine's measured matmul peak.
 
-    python bench/train_throughput.py [--ladder cpu] [--steps 20] [--device cpu|cuda]
+    python bench/train_throughput.py [--ladder cpu] [--steps 50] [--device cpu|cuda]
         [--dtype fp32|bf16] [--compile] [--block-size 128] [--batch 16] [--threads 1]
 
 `--batch 16` is the batch the CPU sweeps train at, and `--threads 1` the thread count they
@@ -103,7 +103,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--ladder", default="cpu", choices=sorted(ladder.LADDERS))
     p.add_argument("--rungs", default="", help="comma-separated rungs (default: the ladder's)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per rung")
+    p.add_argument("--steps", type=int, default=50,
+                   help="timed steps per rung (the median is reported: on a shared VM a "
+                        "short run can fall in a slow phase)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true",
