@@ -49,6 +49,7 @@ class _State:
     tried = False
     reason = ""  # why the kernel is not in use, when it is not
     pool: ThreadPoolExecutor | None = None
+    pool_size = 0
 
 
 _state = _State()
@@ -177,6 +178,13 @@ def _heads(t: torch.Tensor, n_head: int, parts: int):
     return [(t.data_ptr() + i * C * t.element_size(), strides) for i in range(parts)]
 
 
+def _empty_outputs(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The merged heads (B, T, C) and the probabilities kept for the backward pass
+    (B * n_head, T, T rounded up to 8), for the op and its fake alike."""
+    B, T, width = qkv.shape
+    return qkv.new_empty(B, T, width // 3), qkv.new_empty(B * n_head, T, (T + 7) // 8 * 8)
+
+
 def _tables(cos, sin):
     if cos is None:
         return None, None, ()
@@ -190,8 +198,8 @@ def _parallel(fn, n_heads: int) -> None:
     if threads <= 1:
         codes = [fn(0, n_heads)]
     else:
-        if _state.pool is None or _state.pool._max_workers < threads:
-            _state.pool = ThreadPoolExecutor(max_workers=threads)
+        if _state.pool_size < threads:
+            _state.pool, _state.pool_size = ThreadPoolExecutor(max_workers=threads), threads
         cuts = [n_heads * i // threads for i in range(threads + 1)]
         codes = list(_state.pool.map(fn, cuts[:-1], cuts[1:]))
     if any(codes):
@@ -205,8 +213,7 @@ def _forward(qkv: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | No
     qkv = qkv.contiguous()
     B, T, width = qkv.shape
     C = width // 3
-    y = qkv.new_empty(B, T, C)
-    probs = qkv.new_empty(B * n_head, T, (T + 7) // 8 * 8)
+    y, probs = _empty_outputs(qkv, n_head)
     (q, qs), (k, ks), (v, vs) = _heads(qkv, n_head, 3)
     ((o, os_),) = _heads(y, n_head, 1)
     cos_p, sin_p, _keep = _tables(cos, sin)
@@ -218,8 +225,7 @@ def _forward(qkv: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | No
 
 @_forward.register_fake
 def _(qkv, cos, sin, n_head):
-    B, T, width = qkv.shape
-    return qkv.new_empty(B, T, width // 3), qkv.new_empty(B * n_head, T, (T + 7) // 8 * 8)
+    return _empty_outputs(qkv, n_head)
 
 
 @torch.library.custom_op("scaling::causal_attention_backward", mutates_args=())
