@@ -8,8 +8,8 @@ forward pass over 256 rows of 40 tokens took 11.3 us per position instead of 7.0
 KV-cache prefill 10-20% longer. Raising the thresholds keeps the memory for reuse. Training
 calls it too since its CPU attention keeps each layer's probabilities for the backward pass
 (scaling/cpu_attention.py; a training step at s3 was 12% faster with it, at s2 3%). Called
-by `scaling train` (and so every sweep run), `scaling eval`, `scaling lm-eval` and both
-benchmarks.
+by `scaling train` (and so every sweep run), `scaling eval`, `scaling lm-eval` and the
+three benchmarks in bench/.
 """
 
 from __future__ import annotations
