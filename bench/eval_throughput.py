@@ -15,8 +15,10 @@ the lm-eval path reads them from the export (YAML + JSONL) written before its cl
 A warm-up forward pass runs before both, so neither pays torch's one-time start-up, and the
 paths alternate for `--rounds` rounds, each keeping its best time (a process's first pass
 over the tasks is slower, whichever path makes it). It prints examples/s of each path, the
-ratio, the token positions each path runs through the model (the work it asks for), and
-checks that the scores agree (exact match etc. equal, log-probabilities within 1e-4).
+ratio, the token positions each path runs through the model (the work it asks for) and
+the seconds spent in the model, split into passes over many tokens (prompts, teacher
+forcing) and one-token decoding steps, and checks that the scores agree (exact match etc.
+equal, log-probabilities within 1e-4).
 """
 
 from __future__ import annotations
@@ -52,24 +54,56 @@ def _untrained_checkpoint(size: str, folder: Path) -> Path:
                             "tokenizer": "char"})
 
 
+@dataclasses.dataclass
+class ModelWork:
+    """Token positions (padding included) given to the model and seconds spent in it, for
+    passes over several tokens per row and for one-token decoding steps."""
+
+    pass_positions: int = 0
+    pass_s: float = 0.0
+    step_positions: int = 0
+    step_s: float = 0.0
+
+    @property
+    def positions(self) -> int:
+        return self.pass_positions + self.step_positions
+
+    @property
+    def seconds(self) -> float:
+        return self.pass_s + self.step_s
+
+
 @contextlib.contextmanager
 def counting_positions(counts: dict, key: str):
-    """Add to counts[key] the token positions (padding included) that every GPT forward call
-    inside the block is given: the work each path asks of the model, whichever way it
-    batches. One integer add per call, nothing per token."""
+    """Add to counts[key] (a ModelWork) the token positions that every GPT forward call
+    inside the block is given, and the time it takes: the work each path asks of the model,
+    whichever way it batches. A counter and a clock read per call, nothing per token."""
     from scaling.model import GPT
 
     forward = GPT.forward
+    work = counts.setdefault(key, ModelWork())
 
     def counted(self, idx, *args, **kwargs):
-        counts[key] = counts.get(key, 0) + idx.numel()
-        return forward(self, idx, *args, **kwargs)
+        t0 = time.perf_counter()
+        out = forward(self, idx, *args, **kwargs)
+        seconds = time.perf_counter() - t0
+        if idx.size(1) == 1:
+            work.step_positions += idx.numel()
+            work.step_s += seconds
+        else:
+            work.pass_positions += idx.numel()
+            work.pass_s += seconds
+        return out
 
     GPT.forward = counted
     try:
         yield
     finally:
         GPT.forward = forward
+
+
+def _per_position(seconds: float, positions: int) -> str:
+    return f"{1e6 * seconds / positions:.1f} us/position" if positions else "-"
 
 
 def _fresh_run(ckpt: Path, run: Path) -> Path:
@@ -206,10 +240,20 @@ def main(argv: list[str] | None = None) -> int:
               f"(rounds: {each(lm_eval_times)} s)")
         print(f"speed-up : {lm_eval_s / native_s:.1f}x (native over lm-eval; {rounds}; first "
               f"round alone: {lm_eval_times[0] / native_times[0]:.1f}x)")
-        native_pos, lm_eval_pos = positions.get("native0", 0), positions.get("lm-eval0", 0)
-        print(f"positions through the model (padding included): native {native_pos:,}, "
-              f"lm-eval {lm_eval_pos:,} ({lm_eval_pos / max(native_pos, 1):.1f}x; lm-eval "
-              "asks one loglikelihood request per gold token, each a full forward pass)")
+        # The work of the best round of each path (every round asks for the same positions).
+        native_work = positions[f"native{native_times.index(native_s)}"]
+        lm_eval_work = positions[f"lm-eval{lm_eval_times.index(lm_eval_s)}"]
+        print(f"positions through the model (padding included): native "
+              f"{native_work.positions:,}, lm-eval {lm_eval_work.positions:,} "
+              f"({lm_eval_work.positions / max(native_work.positions, 1):.1f}x; lm-eval asks one "
+              "loglikelihood request per gold token, each a full forward pass)")
+        for name, work, total in (("native", native_work, native_s),
+                                  ("lm-eval", lm_eval_work, lm_eval_s)):
+            print(f"  {name:8s} in the model {work.seconds:6.2f} s of {total:.2f}: passes "
+                  f"{work.pass_positions:,} positions in {work.pass_s:.2f} s "
+                  f"({_per_position(work.pass_s, work.pass_positions)}), decoding steps "
+                  f"{work.step_positions:,} in {work.step_s:.2f} s "
+                  f"({_per_position(work.step_s, work.step_positions)})")
         if cli_s is not None:
             print(f"lm-eval CLI: {cli_s:5.2f} s  {n_examples / cli_s:9.1f} examples/s  "
                   f"({cli_s / native_s:.1f}x slower than native)")

@@ -29,6 +29,12 @@ def test_eval_bench_compares_both_paths_and_checks_scores(capsys):
     native, lm_eval = (int(n.replace(",", "")) for n in re.search(
         r"positions through the model.*: native ([\d,]+), lm-eval ([\d,]+)", out).groups())
     assert 0 < native < lm_eval  # lm-eval's per-gold-token requests each run a full pass
+    # The split into passes and decoding steps accounts for every position of each path.
+    for name, total in (("native", native), ("lm-eval", lm_eval)):
+        passes, steps = (int(n.replace(",", "")) for n in re.search(
+            rf"{name} +in the model .*passes ([\d,]+) positions.*decoding steps ([\d,]+) in",
+            out).groups())
+        assert passes > 0 and steps > 0 and passes + steps == total
 
 
 def test_train_bench_times_a_rung():
