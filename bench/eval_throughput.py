@@ -74,14 +74,14 @@ class ModelWork:
 
 
 @contextlib.contextmanager
-def counting_positions(counts: dict, key: str):
-    """Add to counts[key] (a ModelWork) the token positions that every GPT forward call
+def measuring_model_work(works: dict, key: str):
+    """Add to works[key] (a ModelWork) the token positions that every GPT forward call
     inside the block is given, and the time it takes: the work each path asks of the model,
     whichever way it batches. A counter and a clock read per call, nothing per token."""
     from scaling.model import GPT
 
     forward = GPT.forward
-    work = counts.setdefault(key, ModelWork())
+    work = works.setdefault(key, ModelWork())
 
     def counted(self, idx, *args, **kwargs):
         t0 = time.perf_counter()
@@ -176,16 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         # Rounds alternate the two paths and each keeps its best time: whichever runs first
         # in a process also pays the process's warm-up (measured 0.4-0.6 s at s2, a quarter
         # of the native time), so one round in a fixed order favours the second path.
-        native_times, lm_eval_times, positions = [], [], {}
+        native_times, lm_eval_times, work = [], [], {}
         for r in range(args.rounds):
             run = _fresh_run(ckpt, tmp / f"run{r}")
-            with counting_positions(positions, f"native{r}"):
+            with measuring_model_work(work, f"native{r}"):
                 t0 = time.perf_counter()
                 evaluate_run(run, tasks=tasks, progress=False, batch_size=args.batch_size,
                              threads=args.threads)
                 native_times.append(time.perf_counter() - t0)
 
-            with counting_positions(positions, f"lm-eval{r}"):
+            with measuring_model_work(work, f"lm-eval{r}"):
                 t0 = time.perf_counter()
                 tm = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
                 out = lm_eval.simple_evaluate(
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speed-up : {lm_eval_s / native_s:.1f}x (native over lm-eval; {rounds}; first "
               f"round alone: {lm_eval_times[0] / native_times[0]:.1f}x)")
         # The work of the best round of each path (every round asks for the same positions).
-        native_work = positions[f"native{native_times.index(native_s)}"]
-        lm_eval_work = positions[f"lm-eval{lm_eval_times.index(lm_eval_s)}"]
+        native_work = work[f"native{native_times.index(native_s)}"]
+        lm_eval_work = work[f"lm-eval{lm_eval_times.index(lm_eval_s)}"]
         print(f"positions through the model (padding included): native "
               f"{native_work.positions:,}, lm-eval {lm_eval_work.positions:,} "
               f"({lm_eval_work.positions / max(native_work.positions, 1):.1f}x; lm-eval asks one "
