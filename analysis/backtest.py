@@ -12,7 +12,13 @@ On the remaining runs:
 
 Every prediction is a row with the actual value at the held-out run's last checkpoint and
 the absolute error. `predicted_from_actual_loss` evaluates step 2 at the true loss, which
-separates the error of step 2 from the error carried over from step 1.
+separates the error of step 2 from the error carried over from step 1. Predictions are
+clipped to the metric's range (`scaling.results.METRIC_RANGE`: an exact match above 1 or a
+positive log-probability is no prediction anyone could check), so a fitted curve that
+overshoots counts as predicting the bound.
+
+A holdout needs validation loss at 3 or more kept sizes; without it (e.g. published scores of
+another model family, which carry no loss) there is no row for it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import emergence, fits
+from scaling.results import METRIC_RANGE
 
 HOLDOUTS = (1, 2)
 COLUMNS = ["holdout", "run", "rung", "params", "task", "shots", "metric", "method", "actual",
@@ -30,6 +37,12 @@ COLUMNS = ["holdout", "run", "rung", "params", "task", "shots", "metric", "metho
 def _val_loss(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df.task == "val") & (df.metric == "loss")][["run", "step", "value"]].rename(
         columns={"value": "loss"})
+
+
+def clip_to_range(metric: str, predicted):
+    """Predictions inside the metric's range (unchanged for metrics without one)."""
+    lo, hi = METRIC_RANGE.get(metric, (-np.inf, np.inf))
+    return np.clip(np.asarray(predicted, dtype=float), lo, hi)
 
 
 def backtest(df: pd.DataFrame, holdouts=HOLDOUTS) -> tuple[pd.DataFrame, list[tuple]]:
@@ -45,11 +58,14 @@ def backtest(df: pd.DataFrame, holdouts=HOLDOUTS) -> tuple[pd.DataFrame, list[tu
         cut = sizes[-h]
         kept, held = last[last.params < cut], last[last.params >= cut]
         kept_val = kept.dropna(subset=["loss"]).drop_duplicates("run")
+        if kept_val.params.nunique() < 3:
+            continue  # no validation loss to fit step 1 on
         law = fits.fit_power_law(kept_val.params, kept_val.loss, n_boot=0)
         fitted.append(({"target": "val/loss", "axis": "params", "scope": f"backtest_h{h}"},
                        law))
         held_runs = held.drop_duplicates("run")
-        pred_loss = dict(zip(held_runs.run, law.predict(held_runs.params.to_numpy(float))))
+        pred_loss = dict(zip(held_runs.run, clip_to_range(
+            "loss", law.predict(held_runs.params.to_numpy(float)))))
         for r in held_runs.itertuples():
             rows.append({"holdout": h, "run": r.run, "rung": r.rung, "params": r.params,
                          "task": "val", "shots": 0, "metric": "loss", "method": "power_law",
@@ -68,8 +84,10 @@ def backtest(df: pd.DataFrame, holdouts=HOLDOUTS) -> tuple[pd.DataFrame, list[tu
                 rows.append({"holdout": h, "run": r.run, "rung": r.rung, "params": r.params,
                              "task": task, "shots": shots, "metric": metric,
                              "method": "two_step", "actual": r.value,
-                             "predicted": float(step2.predict(pred_loss.get(r.run, np.nan))),
-                             "predicted_from_actual_loss": float(step2.predict(r.loss)),
+                             "predicted": float(clip_to_range(
+                                 metric, step2.predict(pred_loss.get(r.run, np.nan)))),
+                             "predicted_from_actual_loss": float(clip_to_range(
+                                 metric, step2.predict(r.loss))),
                              "status": status})
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["abs_error"] = (out.predicted - out.actual).abs()

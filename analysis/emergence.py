@@ -1,68 +1,86 @@
-"""Emergence detection: is a metric's rise with scale abrupt, gradual, or absent?
+"""Emergence verdicts: does a metric turn on abruptly with scale, rise smoothly, stay flat, or
+move both ways?
 
 One series is a metric (task, shots, metric) against one axis. Cross-rung axes use each
 run's LAST checkpoint (one point per run): `params` is the `params` column (total parameter
 count, embeddings included, as the model reports it), `flops` and `tokens` are the training
 compute and tokens at that checkpoint, and `loss` is that checkpoint's validation loss
-(task "val", metric "loss"). Runs that land on the same axis value (seeds) are averaged,
-their `n` summed. Along training (dynamics.py) the axis is `tokens`, one point per checkpoint.
-Validation loss itself gets no verdict. All probe metrics are higher-is-better.
+(task "val", metric "loss"). Along training (dynamics.py) the axis is `tokens`, one point per
+checkpoint. Validation loss itself gets no verdict. All probe metrics are higher-is-better.
 
 Coordinate u: log10 of the axis value (non-positive values dropped), except for the loss
 axis, where u = -loss (linear; scale grows as loss falls). Thresholds are reported in the
 axis' own units (for loss: the loss value where the ability turns on).
 
-Noise. Scores whose values all lie in [0, 1] and come with `n` (exact_match,
-token_accuracy, edit_similarity) have known noise: the binomial variance p(1-p)/n of each
-observed score (p kept half an example off 0 and 1). A per-example score in [0, 1] with mean
-p has variance <= p(1-p), so this is conservative for the non-binary ones. Other scores
-(answer_logprob) have unknown noise, estimated from the residuals of the fitted curve.
+The steps of a verdict, in order (each a function below, tested on its own):
 
-The verdict, in order:
-
-1. `insufficient_data`: fewer than 4 distinct axis values (MIN_POINTS).
-2. Best fit among four candidates: constant (k = 1 parameter), linear in u (2), step (3: low
-   level, high level, and the gap between adjacent points where it jumps) and sigmoid in u
-   (4: `fits.fit_sigmoid_logx`), each fitted by least squares weighted by 1/variance where
-   the noise is known. Criterion, lowest wins (ties go to the simpler curve):
-   - known noise: QAICc = chi2 / c + 2k + 2k(k+1)/(m-k-1), chi2 = sum((y - f)^2 / var),
-     c = max(1, chi2 / (m - k) of the most flexible candidate): the over-dispersion of the
-     scores beyond binomial noise (seed and training noise), estimated from the data;
-   - unknown noise: AICc = m ln(RSS/m) + 2k + 2k(k+1)/(m-k-1).
-   k counts curve parameters only (the noise level is common to all four candidates; counting
-   it would rule out every curve but the line at six rungs). m = distinct points. A candidate
-   needs m - k - 1 >= 1, so step needs 5 points and sigmoid 6; with 4 points only constant
-   and linear compete.
-3. `flat`: the best fit is constant, or its total rise over the data,
-   delta = f(u_max) - f(u_min), is within Z_NOISE = 3 standard errors of the noise: for
-   known noise sqrt(c (var(f(u_min)) + var(f(u_max)))) with binomial variances at the fitted
-   ends; for unknown noise sqrt(2) times the residual spread sqrt(RSS / (m - k)).
-4. `smooth`: a significant change that is not emergent (including significant declines:
+1. Points (`_points`). Runs at the same axis value are replicates (seeds): their scores
+   are averaged. Fewer than MIN_POINTS = 4 distinct values: `insufficient_data`.
+2. Noise (`_noise`). Scores in [0, 1] that come with `n` (exact match, accuracy, token
+   accuracy, ...) have binomial noise p(1-p)/n (p kept off 0 and 1 by half an example; for
+   a per-example score in [0, 1] with mean p the variance is at most p(1-p), so this is
+   conservative for non-binary ones). With replicates, their scatter around each size's
+   mean measures the extra noise of training (seeds): the over-dispersion
+   c = max(1, pooled chi2 / dof) multiplies every variance. Without replicates c = 1: one
+   run per size cannot separate training noise from the curve, and the verdict is about
+   the ladder as trained. Other scores (log-probabilities) have unknown noise: the pooled
+   variance of the replicates, or without them the residual variance of the best (AICc)
+   of a constant, a line, a parabola and a step in u.
+   `holds_across_seeds` (proportions with replicates): every size's replicates share one
+   rate (chi-square homogeneity test, family-wise ALPHA_SEEDS over the sizes tested);
+   `seed_spread` is the largest range (max - min) of replicate scores at one size.
+3. Chance (`chance`, where the results carry it). Scores below chance count as chance
+   (BIG-bench's normalised score floors random guessing at 0), so rising from 0 to chance
+   -- the answer format learned, not the ability -- is no rise at all.
+4. Outlier (`trend_tests.single_outlier`, 5 or more points): one point that alone breaks an
+   otherwise monotone series by more than Z_OUTLIER standard errors (e.g. one rung that
+   failed to train) is set aside and named (`outlier`, its axis value); the rest is judged.
+   A reversal carried by two or more points is not an outlier but a shape (step 7).
+5. `flat`: no monotone trend, by Bartholomew's test over the whole curve
+   (`trend_tests.monotone_trend`, p-value `trend_p` >= ALPHA_TREND), or, where chance is
+   known, the highest level of the best monotone fit is within Z_CHANCE standard errors of
+   chance (the ability is never above chance).
+6. Shape of a trend: `non_monotone` when a curve that rises then falls (or falls then
+   rises), each arm two or more points, fits better than any monotone curve by more than
+   NONMONO_GAIN in chi2 (a likelihood ratio; calibrated on monotone curves so that they are
+   called non-monotone in well under 1% of draws). U shapes and inverted U's are neither
+   emergent nor flat.
+7. `smooth` for every monotone trend that is not emergent (significant declines included:
    an ability that gets worse with scale is not one that turns on).
-5. `emergent`, Wei et al.'s (2022) definition made operational: absent in smaller models,
-   present in larger ones, not predictable by extrapolating the smaller ones. Precisely,
-   all of: a significant RISE; the best fit is step or sigmoid (the curve bends more than a
-   line can follow); at least 2 points lie before the onset (for the sigmoid, where the
-   fitted curve has done 10% of its rise over the data; for the step, the jump); and a
-   straight line in u through the points before the onset, extrapolated to the largest
-   point, falls short of it by more than 2/3 of the total rise (UNPREDICTED_FRACTION) AND
-   by more than Z_NOISE standard errors (the noise of that point combined with the
-   uncertainty of the extrapolated line). A curve already rising at the smallest model (e.g.
-   a concave log-probability) is therefore never emergent, however steep its start.
+8. `emergent`, Wei et al.'s (2022) definition made operational: absent in smaller models,
+   present in larger ones, not predictable by extrapolating the smaller ones. All of:
+   - the trend rises, and a step or a sigmoid in u fits better than a line (AIC with the
+     known variances; AICc when the noise was estimated from the same residuals; the step
+     needs 4 points, the sigmoid 5);
+   - at least 2 points before the onset (where the fitted curve has done 10% of its rise;
+     for a step, the jump) and at least 2 past it that are above the level before it by
+     more than Z_NOISE standard errors: so a sharp rise with two rungs below and two above
+     is emergent on a 4-rung ladder too;
+   - where chance is known: the points before the onset are near chance (their mean within
+     Z_NOISE standard errors of it, or within a tenth of the rise), and the points past the
+     threshold are above chance by more than Z_NOISE standard errors;
+   - a straight line in u through the points before the onset, extrapolated to the largest
+     point, falls short of it by more than 2/3 of the rise (UNPREDICTED_FRACTION) AND by
+     more than Z_NOISE standard errors (the noise of that point and of the extrapolated
+     line). A curve already rising at the smallest model (e.g. a concave log-probability)
+     is therefore never emergent, however steep its start.
 
 Threshold (emergent verdicts only; NaN otherwise): where the fitted curve has done half of
 its rise over the data (for a sigmoid whose plateaus are both observed, its midpoint 10^x0;
-for a step, between the two points around the jump). Interval: 95% percentile interval of
-that point over bootstrap refits of the sigmoid (parametric, with the binomial noise times
-c, when the noise is known; residual otherwise), clipped to the data range. When the step is
-the best fit, or no point lies inside the sigmoid's 10%-90% rise, the data only place the
-jump between two adjacent points, so the interval is widened to those two points.
+for a step, between the two points around the jump). Interval: the 95% percentile interval
+of that point over parametric bootstrap refits of the sigmoid (noise drawn from the
+variances above). When the data cannot resolve the rise -- the step is the best fit, the
+sigmoid's steepness sits on its bound, or no point lies inside its 10%-90% rise -- the data
+only place the jump between two adjacent points, and the interval is that bracket.
 
 BIG-bench numbers (Srivastava et al. 2022), on the points sorted by scale:
 I = sign(argmax y - argmin y) (max y - min y); breakthroughness = I / sqrt(median(dy^2));
 linearity = I / sqrt(mean(dy^2)), dy the successive differences. A perfect step has
 median(dy^2) = 0 and breakthroughness +-inf; a constant series gives NaN. Computed whenever
 there are at least 3 points; they describe the series and do not enter the verdict.
+
+The rates at which these rules give each verdict on curves of known truth (many seeded
+draws per case) are asserted in tests/test_verdict_rates.py.
 """
 
 from __future__ import annotations
@@ -73,16 +91,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import fits
+from analysis import fits, trend_tests
 
 MIN_POINTS = 4
 Z_NOISE = 3.0
+Z_CHANCE = 2.0  # the top of the curve must clear chance by this many standard errors
+Z_OUTLIER = 4.0  # a single point this far outside its monotone neighbours' band
+ALPHA_TREND = 0.05  # Bartholomew's test: p >= this is `flat`
+ALPHA_SEEDS = 0.01  # family-wise, over the sizes with replicates
+NONMONO_GAIN = 16.0  # chi2 gain of a two-arm curve over the best monotone one
 UNPREDICTED_FRACTION = 2 / 3  # the extrapolation must miss more than this share of the rise
+NEAR_CHANCE_FRACTION = 0.1  # "near chance": within this share of the rise (or the noise)
 AXES = ("params", "flops", "tokens", "loss")
-VERDICTS = ("emergent", "smooth", "flat", "insufficient_data")
+VERDICTS = ("emergent", "smooth", "flat", "non_monotone", "insufficient_data")
 COLUMNS = ["task", "shots", "metric", "axis", "verdict", "threshold", "threshold_low",
-           "threshold_high", "breakthroughness", "linearity", "best_fit", "n_points"]
-N_PARAMS = {"constant": 1, "linear": 2, "step": 3, "sigmoid": 4}
+           "threshold_high", "breakthroughness", "linearity", "best_fit", "n_points",
+           "trend_p", "outlier", "holds_across_seeds", "seed_spread"]
+N_PARAMS = {"constant": 1, "linear": 2, "quadratic": 3, "step": 3, "sigmoid": 4}
 
 
 @dataclass
@@ -97,9 +122,15 @@ class Verdict:
     linearity: float = np.nan
     best_fit: str = ""
     n_points: int = 0
+    trend_p: float = np.nan
+    outlier: float = np.nan  # axis value of the point set aside as an outlier
+    holds_across_seeds: object = pd.NA  # True / False with replicates, NA without
+    seed_spread: float = np.nan
     rise: float = np.nan
     width_fraction: float = np.nan  # 10%-90% of the rise, as a share of the u range
     miss_fraction: float = np.nan  # share of the rise the smaller models' trend misses
+    onset: float = np.nan  # axis values where the rise starts (10%) and ends (90%)
+    done: float = np.nan
     sigmoid: fits.FitResult | None = None
 
     def row(self) -> dict:
@@ -122,6 +153,129 @@ def bigbench_scores(y: np.ndarray) -> tuple[float, float]:
     return float(bt), float(lin)
 
 
+# --------------------------------------------------------------------------------------------
+# 1-2. points and their noise
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Points:
+    """One series reduced to distinct axis values, sorted by scale (u ascending)."""
+
+    x: np.ndarray  # axis values
+    u: np.ndarray  # scale coordinate
+    y: np.ndarray  # mean score per axis value
+    replicates: list[np.ndarray]  # the scores behind each mean
+    ns: list[np.ndarray]  # the n behind each score
+
+
+def _points(x, y, n, axis: str) -> Points:
+    """Distinct axis values sorted by scale, replicate scores grouped (step 1)."""
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    nn = np.ones_like(x) if n is None else np.asarray(n, float).ravel()
+    keep = np.isfinite(x) & np.isfinite(y) & (True if axis == "loss" else x > 0)
+    x, y, nn = x[keep], y[keep], nn[keep]
+    xs, inv = np.unique(x, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.cumsum(np.bincount(inv, minlength=xs.size))[:-1]
+    reps, ns = np.split(y[order], bounds), np.split(nn[order], bounds)
+    if axis == "loss":  # sort by scale: falling loss
+        xs, reps, ns = xs[::-1], reps[::-1], ns[::-1]
+        u = -xs
+    else:
+        u = np.log10(xs) if xs.size else xs
+    return Points(xs, u, np.array([r.mean() for r in reps]), reps, ns)
+
+
+def _binom_var(p, n):
+    """p(1-p)/n with p kept off 0 and 1 by half an example, so a score of 0 still has noise."""
+    p = np.clip(p, 0.5 / n, 1 - 0.5 / n)
+    return p * (1 - p) / n
+
+
+@dataclass
+class Noise:
+    """The noise of each point's mean score, and what the replicates say.
+
+    Binomial noise is a function of the true rate, so `at(p)` gives the variances at rates
+    p: tests take them at the rates their null hypothesis fits (a constant for the trend
+    test, the monotone fit for the shape tests), never at the raw scores, whose zeros would
+    claim almost no noise. Estimated noise is one variance per point whatever p is.
+    """
+
+    binomial: bool  # known binomial noise (else estimated)
+    estimated_from_fit: bool  # the variance came from the residuals of a fitted curve
+    n_eff: np.ndarray | None = None  # examples per point, as one binomial sample
+    dispersion: float = 1.0  # over-dispersion measured from replicates
+    fixed: np.ndarray | None = None  # estimated variances
+    holds_across_seeds: object = pd.NA
+    seed_spread: float = np.nan
+
+    def at(self, p) -> np.ndarray:
+        """Variance of each point's mean score if its true rate were p."""
+        if not self.binomial:
+            return self.fixed
+        return self.dispersion * _binom_var(np.broadcast_to(p, self.n_eff.shape), self.n_eff)
+
+
+def _replicate_stats(pts: Points) -> tuple[float, float, object, float]:
+    """(pooled chi2 over binomial variance, its dof, seeds agree?, largest spread)."""
+    chi2, dof, p_values, spread = 0.0, 0, [], np.nan
+    for reps, ns in zip(pts.replicates, pts.ns):
+        if reps.size < 2:
+            continue
+        pooled = float(np.sum(reps * ns) / np.sum(ns))
+        var = _binom_var(pooled, ns)
+        chi2 += float(np.sum((reps - reps.mean()) ** 2 / var))
+        dof += reps.size - 1
+        p_values.append(trend_tests.replicates_agree_p(reps, ns))
+        spread = np.nanmax([spread, float(np.ptp(reps))])
+    if not p_values:
+        return 0.0, 0, pd.NA, np.nan
+    agree = bool(min(p_values) >= ALPHA_SEEDS / len(p_values))
+    return chi2, dof, agree, spread
+
+
+def _noise(pts: Points, n_given: bool) -> Noise:
+    """Noise of each point (step 2 of the module docstring)."""
+    r = np.array([reps.size for reps in pts.replicates], float)
+    binomial = n_given and bool(np.all([(reps >= 0).all() and (reps <= 1).all()
+                                        for reps in pts.replicates])) \
+        and bool(np.all([(ns > 0).all() for ns in pts.ns]))
+    if binomial:
+        chi2, dof, agree, spread = _replicate_stats(pts)
+        dispersion = max(1.0, chi2 / dof) if dof else 1.0
+        # the mean of r replicates of n_i examples has variance p(1-p) sum(1/n_i) / r^2
+        n_eff = np.array([reps.size ** 2 / float(np.sum(1 / ns))
+                          for reps, ns in zip(pts.replicates, pts.ns)])
+        return Noise(True, False, n_eff, dispersion, holds_across_seeds=agree,
+                     seed_spread=spread)
+    dof = int(np.sum(r - 1))
+    if dof >= 2:  # pooled within-size variance of the replicates
+        ss = sum(float(np.sum((reps - reps.mean()) ** 2)) for reps in pts.replicates)
+        if ss > 0:
+            return Noise(False, False, fixed=ss / dof / r)
+    return Noise(False, True, fixed=np.full(pts.y.size, _residual_variance(pts.u, pts.y)))
+
+
+def _residual_variance(u: np.ndarray, y: np.ndarray) -> float:
+    """Residual variance of the best (AICc) of constant, line, parabola and step in u."""
+    m = y.size
+    w = np.ones(m)
+    fitted = {"constant": np.full(m, y.mean()),
+              "linear": np.polyval(np.polyfit(u, y, 1), u)}
+    if m >= 5:
+        fitted["quadratic"] = np.polyval(np.polyfit(u, y, 2), u)
+        fitted["step"] = _step_fit(u, y, w)[0]
+    best = _select(fitted, y, None)
+    rss = float(np.sum((y - fitted[best]) ** 2))
+    floor = (1e-6 * max(float(np.ptp(y)), float(np.abs(y).max()), 1e-12)) ** 2
+    return max(rss / (m - N_PARAMS[best]), floor)
+
+
+# --------------------------------------------------------------------------------------------
+# curve fits and model choice
+# --------------------------------------------------------------------------------------------
+
 def _step_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, int]:
     """Best single jump between sorted points by weighted least squares (weights w):
     (fitted values, j); the jump is before y[j]."""
@@ -135,151 +289,37 @@ def _step_fit(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
     return np.where(np.arange(m) < j[i], ls[i] / lw[i], rs[i] / rw[i]), int(j[i])
 
 
-def _binom_var(p, n):
-    """p(1-p)/n with p kept off 0 and 1 by half an example, so a score of 0 still has noise."""
-    p = np.clip(p, 0.5 / n, 1 - 0.5 / n)
-    return p * (1 - p) / n
+def _penalty(k: int, m: int, small_sample: bool) -> float:
+    return 2 * k + (2 * k * (k + 1) / (m - k - 1) if small_sample else 0.0)
 
 
-def _penalty(k: int, m: int) -> float:
-    return 2 * k + 2 * k * (k + 1) / (m - k - 1)
-
-
-def _select(fitted: dict[str, np.ndarray], y: np.ndarray, var: np.ndarray | None):
-    """Best candidate by AICc (var None) or QAICc with known variances; returns (name, c_hat).
-
-    c_hat = max(1, chi2 / dof of the most flexible candidate): how much more the scores
-    scatter than their binomial noise (seed and training noise), which scales both the
-    criterion and every noise check after it.
-    """
+def _select(fitted: dict[str, np.ndarray], y: np.ndarray, var: np.ndarray | None) -> str:
+    """Best candidate: AIC = chi2 + 2k with known variances; AICc on the residual sum of
+    squares when they are not (var None). Ties go to the simpler curve."""
     m = y.size
     if var is None:
         scores = {name: m * math.log(max(float(np.sum((y - f) ** 2)), m * 1e-18) / m)
-                  + _penalty(N_PARAMS[name], m) for name, f in fitted.items()}
-        c_hat = 1.0
+                  + _penalty(N_PARAMS[name], m, True) for name, f in fitted.items()
+                  if m - N_PARAMS[name] - 1 >= 1}
     else:
-        chi2 = {name: float(np.sum((y - f) ** 2 / var)) for name, f in fitted.items()}
-        general = max(fitted, key=N_PARAMS.get)
-        c_hat = max(1.0, chi2[general] / (m - N_PARAMS[general]))
-        scores = {name: chi2[name] / c_hat + _penalty(N_PARAMS[name], m) for name in fitted}
-    best = min(scores, key=lambda k: (round(scores[k], 9), N_PARAMS[k]))  # ties: simpler
-    return best, c_hat
+        scores = {name: float(np.sum((y - f) ** 2 / var)) + _penalty(N_PARAMS[name], m, False)
+                  for name, f in fitted.items()}
+    return min(scores, key=lambda k: (round(scores[k], 9), N_PARAMS[k]))
 
 
-def classify(x, y, n=None, *, axis: str = "params", n_boot: int = 100,
-             seed: int = fits.SEED) -> Verdict:
-    """Verdict on one series y(x); `n` = examples behind each score (for the noise check).
-
-    Points with the same x are averaged (n summed). See the module docstring for the rules.
-    """
-    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
-    nn = np.ones_like(x) if n is None else np.asarray(n, float).ravel()
-    keep = np.isfinite(x) & np.isfinite(y) & (True if axis == "loss" else x > 0)
-    x, y, nn = x[keep], y[keep], nn[keep]
-    xs, inv = np.unique(x, return_inverse=True)  # same x (seeds): mean score, summed n
-    yv = np.bincount(inv, weights=y, minlength=xs.size) / np.bincount(inv, minlength=xs.size)
-    nv = np.bincount(inv, weights=nn, minlength=xs.size)
-    if axis == "loss":  # sort by scale: falling loss
-        xs, yv, nv = xs[::-1], yv[::-1], nv[::-1]
-        u = -xs
-    else:
-        u = np.log10(xs)
-    m = xs.size
-    bt, lin = bigbench_scores(yv)
-    if m < MIN_POINTS:
-        return Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=m)
-
-    if np.ptp(yv) == 0:  # e.g. exact match 0 at every size: nothing to fit
-        return Verdict("flat", breakthroughness=bt, linearity=lin, best_fit="constant",
-                       n_points=m, rise=0.0)
-
-    def to_axis(uu):
-        return -uu if axis == "loss" else 10.0 ** uu
-
-    # candidate curves (fitted values at u), weighted by 1/variance where the noise is known;
-    # a curve with k parameters needs m - k - 1 >= 1
-    proportion = n is not None and bool(np.all((yv >= 0) & (yv <= 1)) and np.all(nv > 0))
-    var = _binom_var(yv, nv) if proportion else None
-    w = np.ones(m) if var is None else 1 / var
-    fitted = {"constant": np.full(m, np.average(yv, weights=w)),
-              "linear": np.polyval(np.polyfit(u, yv, 1, w=np.sqrt(w)), u)}
-    step_f, step_j = _step_fit(u, yv, w)
-    if m >= 5:
-        fitted["step"] = step_f
+def _shape_fits(u, y, var, seed) -> tuple[dict[str, np.ndarray], tuple, fits.FitResult | None]:
+    """Rising-curve candidates: line, step (4+ points), sigmoid (5+ points)."""
+    m = y.size
+    w = 1 / var
+    fitted = {"linear": np.polyval(np.polyfit(u, y, 1, w=np.sqrt(w)), u)}
+    step = _step_fit(u, y, w)
+    fitted["step"] = step[0]
     sig = None
-    if m >= 6:
-        sig = fits.fit_sigmoid_logx(u, yv, sigma=None if var is None else np.sqrt(var),
-                                    log_x=False, n_boot=0, seed=seed)
+    if m >= 5:
+        sig = fits.fit_sigmoid_logx(u, y, sigma=np.sqrt(var), log_x=False, n_boot=0, seed=seed)
         if sig.ok:
             fitted["sigmoid"] = sig.predict(u)
-    best, c_hat = _select(fitted, yv, var)
-    f = fitted[best]
-    rise = float(f[-1] - f[0])
-    k_best = N_PARAMS[best]
-    if proportion:  # binomial noise, scaled by the over-dispersion c_hat
-        se_rise = math.sqrt(c_hat * (_binom_var(f[0], nv[0]) + _binom_var(f[-1], nv[-1])))
-        se_end = math.sqrt(c_hat * _binom_var(yv[-1], nv[-1]))
-    else:  # residual spread of the best curve
-        se_end = math.sqrt(float(np.sum((yv - f) ** 2)) / max(m - k_best, 1))
-        se_rise = se_end * math.sqrt(2.0)
-    out = Verdict("smooth", breakthroughness=bt, linearity=lin, best_fit=best, n_points=m,
-                  rise=rise, sigmoid=sig)
-    if best == "constant" or abs(rise) <= Z_NOISE * se_rise:
-        out.verdict = "flat"
-        return out
-    if rise < 0 or best not in ("step", "sigmoid"):
-        return out
-
-    # threshold: where the fitted curve has done half of its rise over the data; onset: 10%
-    if best == "sigmoid":
-        t_u = _crossing(sig.params, u, 0.5)
-        onset, done = _crossing(sig.params, u, 0.1), _crossing(sig.params, u, 0.9)
-    else:
-        t_u = onset = done = 0.5 * (u[step_j - 1] + u[step_j])
-    out.width_fraction = float((done - onset) / (u[-1] - u[0]))
-    before = u < onset
-    if before.sum() < 2:
-        return out  # not absent in at least two smaller models
-    i_hi = int(np.argmax(u >= t_u))
-    bracket = (u[i_hi - 1], u[i_hi])
-
-    # Wei et al.: is the largest point predictable from the models before the onset? The
-    # miss must beat the noise of that point and the uncertainty of the extrapolated line.
-    ub, yb = u[before], yv[before]
-    miss = float(yv[-1] - np.polyval(np.polyfit(ub, yb, 1), u[-1]))
-    out.miss_fraction = miss / rise
-    if proportion:
-        var_b = c_hat * float(np.mean(_binom_var(yb, nv[before])))
-    else:
-        var_b = se_end ** 2
-    lever = 1 / ub.size + (u[-1] - ub.mean()) ** 2 / np.sum((ub - ub.mean()) ** 2)
-    se_miss = math.sqrt(var_b * lever + se_end ** 2)
-    if not (miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_miss):
-        return out
-
-    out.verdict = "emergent"
-    lo = hi = t_u
-    if best == "sigmoid" and n_boot > 0:
-        # known noise: parametric bootstrap with the binomial noise (times c_hat); with a
-        # handful of points, resampled residuals understate it (85% coverage in tests)
-        boot = fits.fit_sigmoid_logx(u, yv, sigma=None if var is None else np.sqrt(c_hat * var),
-                                     log_x=False, n_boot=n_boot, seed=seed,
-                                     parametric=var is not None)
-        if boot.ok and boot.draws is not None:
-            out.sigmoid = boot
-            names = list(boot.params)
-            ts = np.array([_crossing(dict(zip(names, d)), u, 0.5) for d in boot.draws])
-            ts = ts[np.isfinite(ts)]
-            if ts.size:
-                lo, hi = np.quantile(ts, [(1 - fits.CI_LEVEL) / 2, (1 + fits.CI_LEVEL) / 2])
-    if best == "step" or not np.any((u > onset) & (u < done)):
-        # no point inside the rise: the data only place it between two adjacent points
-        lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
-    lo, hi = min(lo, t_u), max(hi, t_u)
-    lo, hi = float(np.clip(lo, u[0], u[-1])), float(np.clip(hi, u[0], u[-1]))
-    ends = sorted([to_axis(lo), to_axis(hi)])
-    out.threshold, out.threshold_low, out.threshold_high = float(to_axis(t_u)), *ends
-    return out
+    return fitted, step, sig
 
 
 def _crossing(p: dict, u: np.ndarray, frac: float) -> float:
@@ -293,10 +333,181 @@ def _crossing(p: dict, u: np.ndarray, frac: float) -> float:
     return float(p["x0"] + math.log(s / (1 - s)) / p["k"])
 
 
+# --------------------------------------------------------------------------------------------
+# the verdict
+# --------------------------------------------------------------------------------------------
+
+def _weighted_mean(y, var) -> tuple[float, float]:
+    """(inverse-variance weighted mean, its standard error)."""
+    w = 1 / var
+    return float(np.sum(w * y) / w.sum()), float(1 / math.sqrt(w.sum()))
+
+
+def _is_emergent(u, y, var, onset: float, done: float, t_u: float, rise: float,
+                 chance: float, out: Verdict) -> bool:
+    """The last checks of step 8: points on both sides, near chance before, above chance
+    after, and a miss of the extrapolated smaller-model trend beyond the noise."""
+    before = u < onset
+    if before.sum() < 2:
+        return False
+    pre, se_pre = _weighted_mean(y[before], var[before])
+    # present in larger models: past the onset and clearly above the smaller ones' level
+    after = (u > onset) & (y - pre > Z_NOISE * np.sqrt(var + se_pre ** 2))
+    if after.sum() < 2:
+        return False
+    if np.isfinite(chance):
+        post, se_post = _weighted_mean(y[after], var[after])
+        near = pre - chance <= max(Z_NOISE * se_pre, NEAR_CHANCE_FRACTION * rise)
+        if not near or post - chance <= Z_NOISE * se_post:
+            return False
+    # Wei et al.: is the first model past the rise predictable from the models before the
+    # onset? (Past the rise, not the largest: a line from two small models extrapolated over
+    # decades is too uncertain to be missed by anything.)
+    i = int(np.argmax(u >= done)) if np.any(u >= done) else u.size - 1
+    ub, yb = u[before], y[before]
+    miss = float(y[i] - np.polyval(np.polyfit(ub, yb, 1), u[i]))
+    out.miss_fraction = miss / rise
+    lever = 1 / ub.size + (u[i] - ub.mean()) ** 2 / np.sum((ub - ub.mean()) ** 2)
+    se_miss = math.sqrt(float(np.mean(var[before])) * lever + float(var[i]))
+    return miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_miss
+
+
+def _threshold_interval(u, y, var, best, sig, step_j, onset, done, t_u, n_boot, seed):
+    """(low, high) of the threshold in u (see the module docstring)."""
+    i_hi = int(np.argmax(u >= t_u))
+    bracket = (u[max(i_hi - 1, 0)], u[i_hi])
+    if best == "step":
+        return u[step_j - 1], u[step_j]
+    lo = hi = t_u
+    unresolved = sig.status == "hit_bound" or not np.any((u > onset) & (u < done))
+    if n_boot > 0:
+        boot = fits.fit_sigmoid_logx(u, y, sigma=np.sqrt(var), log_x=False, n_boot=n_boot,
+                                     seed=seed, parametric=True)
+        if boot.ok and boot.draws is not None:
+            names = list(boot.params)
+            ts = np.array([_crossing(dict(zip(names, d)), u, 0.5) for d in boot.draws])
+            ts = ts[np.isfinite(ts)]
+            if ts.size:
+                lo, hi = np.quantile(ts, [(1 - fits.CI_LEVEL) / 2, (1 + fits.CI_LEVEL) / 2])
+            # refits that run into the steepness bound cannot place the rise either
+            unresolved = unresolved or np.mean(boot.draws[:, 2] >= fits.K_MAX * 0.999) > 0.05
+    if unresolved:
+        lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
+    return min(lo, t_u), max(hi, t_u)
+
+
+def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
+             n_boot: int = 100, seed: int = fits.SEED) -> Verdict:
+    """Verdict on one series y(x); `n` = examples behind each score (for the noise),
+    `chance` = the score of random guessing (NaN when unknown).
+
+    Points with the same x are replicates (averaged). See the module docstring for the rules.
+    """
+    pts = _points(x, y, n, axis)
+    m = pts.u.size
+    bt, lin = bigbench_scores(pts.y)
+    out = Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=m)
+    if m < MIN_POINTS:
+        return out
+    noise = _noise(pts, n is not None)
+    out.holds_across_seeds, out.seed_spread = noise.holds_across_seeds, noise.seed_spread
+    chance = float(chance) if chance is not None and np.isfinite(chance) else np.nan
+    if not noise.binomial:
+        chance = np.nan  # chance is a rate: it means nothing for a log-probability
+    u, yv, keep = pts.u, pts.y, np.ones(m, bool)
+    if np.isfinite(chance):
+        yv = np.maximum(yv, chance)  # below chance counts as chance
+    if np.ptp(yv) == 0:  # e.g. exact match 0 (or at chance) at every size
+        out.verdict, out.best_fit, out.rise, out.trend_p = "flat", "constant", 0.0, 1.0
+        return out
+
+    # 4. shape first: a curve that turns back, carried by two or more points on each arm
+    # (non_monotone); else one point that alone breaks a monotone series is set aside
+    var_mono = _monotone_variance(yv, noise)
+    gain, uni = trend_tests.unimodal_gain(yv, 1 / var_mono)
+    if gain > NONMONO_GAIN:
+        out.verdict, out.best_fit = "non_monotone", uni.shape
+        return out
+    outlier = trend_tests.single_outlier(yv, var_mono, Z_OUTLIER)
+    if outlier is not None:
+        out.outlier = float(pts.x[outlier.index])
+        keep[outlier.index] = False
+    u, yv, n_eff = u[keep], yv[keep], None if noise.n_eff is None else noise.n_eff[keep]
+    sub = Noise(noise.binomial, noise.estimated_from_fit, n_eff, noise.dispersion,
+                None if noise.fixed is None else noise.fixed[keep])
+
+    # 5. flat: neither a straight nor any monotone trend over the whole curve (variances of
+    # the constant), or a curve that never clears chance
+    pooled = float(np.average(yv, weights=n_eff))
+    w0 = 1 / sub.at(pooled)
+    trend = trend_tests.monotone_trend(yv, w0)
+    out.trend_p = min(trend.p_value, trend_tests.linear_trend_p(u, yv, w0))
+    var = _monotone_variance(yv, sub)
+    top = _top_level(trend.fit.fitted, 1 / var)
+    if out.trend_p >= ALPHA_TREND or (np.isfinite(chance)
+                                      and top[0] - chance <= Z_CHANCE * top[1]):
+        out.verdict, out.best_fit, out.rise = "flat", "constant", 0.0
+        return out
+
+    # 7-8. a monotone trend: smooth, or emergent
+    fitted, (step_f, step_j), sig = _shape_fits(u, yv, var, seed)
+    best = _select(fitted, yv, None if sub.estimated_from_fit else var)
+    f = fitted[best]
+    out.verdict, out.best_fit, out.sigmoid = "smooth", best, sig
+    out.rise = rise = float(f[-1] - f[0])
+    if not trend.fit.increasing or rise <= 0 or best == "linear":
+        return out
+    if best == "sigmoid":
+        t_u = _crossing(sig.params, u, 0.5)
+        onset, done = _crossing(sig.params, u, 0.1), _crossing(sig.params, u, 0.9)
+    else:
+        t_u = onset = done = 0.5 * (u[step_j - 1] + u[step_j])
+    if not np.isfinite(t_u):
+        return out
+    out.width_fraction = float((done - onset) / (u[-1] - u[0]))
+    if not _is_emergent(u, yv, var, onset, done, t_u, rise, chance, out):
+        return out
+
+    out.verdict = "emergent"
+    out.onset, out.done = _to_axis(onset, axis), _to_axis(done, axis)
+    lo, hi = _threshold_interval(u, yv, var, best, sig, step_j, onset, done, t_u, n_boot,
+                                 seed)
+    lo, hi = float(np.clip(lo, u[0], u[-1])), float(np.clip(hi, u[0], u[-1]))
+    ends = sorted([_to_axis(lo, axis), _to_axis(hi, axis)])
+    out.threshold, out.threshold_low, out.threshold_high = float(_to_axis(t_u, axis)), *ends
+    return out
+
+
+def _monotone_variance(y: np.ndarray, noise: Noise) -> np.ndarray:
+    """Variances at the rates of the best monotone fit (fitted with the variances of the
+    constant first): the noise under "the curve is monotone"."""
+    if not noise.binomial:
+        return noise.at(None)
+    pooled = float(np.average(y, weights=noise.n_eff))
+    mono = trend_tests.best_monotone(y, 1 / noise.at(pooled))
+    return noise.at(mono.fitted)
+
+
+def _to_axis(uu: float, axis: str) -> float:
+    return -uu if axis == "loss" else 10.0 ** uu
+
+
+def _top_level(fitted: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(highest level of a monotone fit, its standard error from the weights pooled in it)."""
+    top = float(fitted.max())
+    pooled = np.isclose(fitted, top)
+    return top, float(1 / math.sqrt(w[pooled].sum()))
+
+
 def last_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of each run's last step, with the validation loss at that step as `loss`."""
-    last_step = df.groupby("run").step.transform("max")
-    last = df[df.step == last_step].drop(columns=["loss"], errors="ignore")
+    """Rows of each run's last step, with the validation loss at that step as `loss`.
+
+    A run whose steps are all empty (scores of another model family, one per model) has
+    one checkpoint: all its rows are its last.
+    """
+    step = df.step.astype(float)  # empty steps (nullable Int64) as NaN
+    last_step = step.groupby(df.run).transform("max")
+    last = df[(step == last_step) | last_step.isna()].drop(columns=["loss"], errors="ignore")
     val = last[(last.task == "val") & (last.metric == "loss")][["run", "value"]]
     val = val.rename(columns={"value": "loss"}).drop_duplicates("run")
     return last.merge(val, on="run", how="left")
@@ -307,15 +518,30 @@ def probe_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df.metric != "loss") & np.isfinite(df.value)]
 
 
+def floats(column: pd.Series) -> np.ndarray:
+    """A column as float64, empty cells (NaN or a nullable integer's NA) as NaN."""
+    return pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
+
+
+def series_chance(g: pd.DataFrame) -> float:
+    """The chance level of one series' rows (the optional `chance` column), NaN if unknown."""
+    if "chance" not in g:
+        return np.nan
+    values = pd.to_numeric(g["chance"], errors="coerce").to_numpy(float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else np.nan
+
+
 def detect(df: pd.DataFrame, axes=AXES, n_boot: int = 100) -> tuple[pd.DataFrame, dict]:
     """emergence.csv as a DataFrame, plus {(task, shots, metric, axis): Verdict}."""
     last = probe_rows(last_checkpoints(df))
     rows, verdicts = [], {}
     for (task, shots, metric), g in last.groupby(["task", "shots", "metric"], sort=True):
+        chance = series_chance(g)
         for axis in axes:
             x = g[axis] if axis in g else pd.Series(np.nan, index=g.index)
-            v = classify(x.to_numpy(float), g.value.to_numpy(float), g.n.to_numpy(float),
-                         axis=axis, n_boot=n_boot)
+            v = classify(floats(x), floats(g.value), floats(g.n), chance=chance, axis=axis,
+                         n_boot=n_boot)
             verdicts[(task, shots, metric, axis)] = v
             rows.append({"task": task, "shots": shots, "metric": metric, "axis": axis,
                          **v.row()})
