@@ -43,8 +43,9 @@ The steps of a verdict, in order (each a function below, tested on its own):
 6. Shape of a trend: `non_monotone` when a curve that rises then falls (or falls then
    rises), each arm two or more points, fits better than any monotone curve by more than
    NONMONO_GAIN in chi2 (a likelihood ratio; calibrated on monotone curves so that they are
-   called non-monotone in well under 1% of draws). U shapes and inverted U's are neither
-   emergent nor flat.
+   called non-monotone in well under 1% of draws), and better than a monotone curve with
+   any one point left out by more than OUTLIER_MARGIN (else one point carries the reversal,
+   step 4). U shapes and inverted U's are neither emergent nor flat.
 7. `smooth` for every monotone trend that is not emergent (significant declines included:
    an ability that gets worse with scale is not one that turns on).
 8. `emergent`, Wei et al.'s (2022) definition made operational: absent in smaller models,
@@ -100,6 +101,7 @@ Z_OUTLIER = 4.0  # a single point this far outside its monotone neighbours' band
 ALPHA_TREND = 0.05  # Bartholomew's test: p >= this is `flat`
 ALPHA_SEEDS = 0.01  # family-wise, over the sizes with replicates
 NONMONO_GAIN = 16.0  # chi2 gain of a two-arm curve over the best monotone one
+OUTLIER_MARGIN = 3.0  # ... and over the best monotone one with one point left out
 UNPREDICTED_FRACTION = 2 / 3  # the extrapolation must miss more than this share of the rise
 NEAR_CHANCE_FRACTION = 0.1  # "near chance": within this share of the rise (or the noise)
 AXES = ("params", "flops", "tokens", "loss")
@@ -425,7 +427,8 @@ def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
     # (non_monotone); else one point that alone breaks a monotone series is set aside
     var_mono = _monotone_variance(yv, noise)
     gain, uni = trend_tests.unimodal_gain(yv, 1 / var_mono)
-    if gain > NONMONO_GAIN:
+    if gain > NONMONO_GAIN and (trend_tests.one_removed_chi2(yv, 1 / var_mono) - uni.chi2
+                                > OUTLIER_MARGIN):
         out.verdict, out.best_fit = "non_monotone", uni.shape
         return out
     outlier = trend_tests.single_outlier(yv, var_mono, Z_OUTLIER)

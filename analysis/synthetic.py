@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 
 
 @dataclass
@@ -39,7 +40,7 @@ def ladder(m: int) -> np.ndarray:
 
 def sigmoid(u, mid, k, floor, ceil):
     """floor + (ceil - floor) / (1 + exp(-k (u - mid)))."""
-    return floor + (ceil - floor) / (1 + np.exp(-k * (u - mid)))
+    return floor + (ceil - floor) * expit(k * (u - mid))
 
 
 def binomial(rng, p, n):
@@ -196,3 +197,103 @@ def training_run(rng, run: str, generic_tasks: int = 10, real_jump: bool = True,
                              flops=6e5 * s * TOKENS_PER_STEP, task=task,
                              metric="exact_match", value=v, n=n))
     return rows, truth
+
+
+# --------------------------------------------------------------------------------------------
+# the cases of the instrument tests: name -> (generator, truth)
+# --------------------------------------------------------------------------------------------
+
+CASES = {
+    **{f"sharp emergence, {m} rungs": (sharp_emergence(m), "emergent") for m in (4, 5, 6, 8, 12)},
+    "sharp emergence from 0, n=100": (sharp_emergence(8, n=100, chance=0.0), "emergent"),
+    "sharp emergence, steepness past the fit's bound": (sharp_emergence(8, k=300.0),
+                                                        "emergent"),
+    "gradual emergence (1 decade), 12 rungs": (gradual_emergence(), "emergent"),
+    "line 0.1 -> 0.5, 5 rungs, n=100": (linear_trend(5, 0.1, 0.5, 100), "smooth"),
+    "line 0.1 -> 0.5, 5 rungs, n=1000": (linear_trend(5, 0.1, 0.5, 1000), "smooth"),
+    "weak: accuracy 0.25 -> 0.40 (chance), n=100, 8 rungs": (
+        linear_trend(8, 0.25, 0.40, 100, 0.25), "smooth"),
+    "weak: accuracy 0.25 -> 0.40 (chance), n=100, 12 rungs": (
+        linear_trend(12, 0.25, 0.40, 100, 0.25), "smooth"),
+    "weak: exact match 0.05 -> 0.15, n=500, 8 rungs": (linear_trend(8, 0.05, 0.15, 500),
+                                                       "smooth"),
+    "weak: exact match 0.05 -> 0.15, n=500, 12 rungs": (linear_trend(12, 0.05, 0.15, 500),
+                                                        "smooth"),
+    **{f"flat at chance 0.25, {m} rungs": (flat(m, 0.25, 100, 0.25), "flat") for m in (4, 8, 12)},
+    **{f"flat at 0.3, chance unknown, {m} rungs": (flat(m, 0.3, 500), "flat")
+       for m in (4, 8, 12)},
+    "0 -> chance 0.1, 8 rungs": (zero_to_chance(8, 0.1), "flat"),
+    "0 -> chance 0.25, 6 rungs": (zero_to_chance(6, 0.25), "flat"),
+    "sharp rise, one failed rung after it": (outlier_after_rise(), "emergent"),
+    "U shape": (u_shape(), "non_monotone"),
+    "inverted U": (u_shape(inverted=True), "non_monotone"),
+    "3 seeds that agree": (seeds(agree=True), "emergent"),
+    "3 seeds, one never learns at the top two rungs": (seeds(agree=False), "emergent"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# measuring rates
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Rates:
+    """What the verdicts did over many draws of one case."""
+
+    draws: int
+    verdicts: dict  # verdict -> share of draws
+    coverage: float = np.nan  # share of emergent verdicts whose interval holds the truth
+    outlier_named: float = np.nan  # share of draws naming the planted outlier
+    seeds_right: float = np.nan  # share of draws where holds_across_seeds is the truth
+
+    def share(self, *verdicts: str) -> float:
+        """Share of draws with any of these verdicts."""
+        return float(sum(self.verdicts.get(v, 0.0) for v in verdicts))
+
+
+def rates(case: Callable, draws: int, n_boot: int = 0, seed: int = 0) -> Rates:
+    """Classify `draws` seeded draws of `case` (draw i uses seed + i) and count."""
+    from analysis import emergence  # here, so that generators import without the analysis
+
+    counts: dict[str, int] = {}
+    covered, named, seeds_right = [], [], []
+    for i in range(draws):
+        d = case(np.random.default_rng(seed + i))
+        v = emergence.classify(d.x, d.y, d.n, chance=d.chance, n_boot=n_boot)
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+        if n_boot and v.verdict == "emergent" and np.isfinite(d.threshold):
+            covered.append(v.threshold_low <= d.threshold <= v.threshold_high)
+        if np.isfinite(d.outlier):
+            named.append(v.outlier == d.outlier)
+        if d.seeds_agree is not None:
+            seeds_right.append(v.holds_across_seeds is d.seeds_agree)
+    return Rates(draws, {k: c / draws for k, c in counts.items()}, _mean(covered),
+                 _mean(named), _mean(seeds_right))
+
+
+def _mean(flags: list) -> float:
+    return float(np.mean(flags)) if flags else np.nan
+
+
+def dynamics_rates(draws: int, runs: int = 3, seed: int = 0) -> tuple[float, float]:
+    """(precision, recall) of the transitions dynamics.detect flags on `draws` ladders of
+    `runs` runs, each with ten generic tasks and one real late jump."""
+    import pandas as pd
+
+    from analysis import dynamics
+
+    tp = fp = fn = 0
+    for i in range(draws):
+        rng = np.random.default_rng(seed + i)
+        rows, truth = [], set()
+        for r in range(runs):
+            run_rows, run_truth = training_run(rng, f"r{r}")
+            rows += run_rows
+            truth |= run_truth
+        dyn, _ = dynamics.detect(pd.DataFrame(rows), n_boot=0)
+        hit = dyn[dyn.verdict == "emergent"]
+        flagged = set(zip(hit.run, hit.task))
+        tp += len(flagged & truth)
+        fp += len(flagged - truth)
+        fn += len(truth - flagged)
+    return (tp / (tp + fp) if tp + fp else np.nan), tp / (tp + fn)

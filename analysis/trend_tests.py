@@ -157,6 +157,17 @@ def unimodal_gain(y: np.ndarray, w: np.ndarray, dispersion: float = 1.0):
     return (best_monotone(y, w).chi2 - uni.chi2) / dispersion, uni
 
 
+def one_removed_chi2(y: np.ndarray, w: np.ndarray) -> float:
+    """chi2 of the best monotone fit with one point (the best one to drop) left out."""
+    keep = np.ones(y.size, bool)
+    best = np.inf
+    for i in range(y.size):
+        keep[i] = False
+        best = min(best, best_monotone(y[keep], w[keep]).chi2)
+        keep[i] = True
+    return best
+
+
 def _band_deviation(y_i: float, var_i: float, neighbours: list[tuple[float, float]],
                     increasing: bool, position: str) -> float:
     """Standard errors by which y_i lies outside what a monotone curve through its fitted
