@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from scaling.results import load
 
-    results = load(root)
     out = Path(args.out or report_dir(sweep.name, root))
+    # the runs' own results, not an earlier report's copy of them (ROOT/report/results.csv)
+    results = load(root, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
     stored = out / "results.csv"
     results.to_csv(stored.with_suffix(".csv.tmp"), index=False)

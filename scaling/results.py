@@ -264,14 +264,15 @@ def refuse_conflicts(df: pd.DataFrame, where: list[str]) -> None:
         "the wrong copy)")
 
 
-def load(path: str | os.PathLike) -> pd.DataFrame:
+def load(path: str | os.PathLike, exclude: str | os.PathLike | None = None) -> pd.DataFrame:
     """Load results as a DataFrame in the schema.
 
     `path` may be a results file, a run directory (holding results.csv), or any directory
     above run directories (a sweep, or several merged sweeps): every results.csv below it
-    is read. Rows that repeat a key with the same score are dropped (one copy kept); rows
-    that repeat a key with a different score are refused (`refuse_conflicts`), within one
-    file or across files.
+    is read, except below `exclude` (e.g. a report directory inside the sweep that holds a
+    copy of the runs' results). Rows that repeat a key with the same score are dropped (one
+    copy kept); rows that repeat a key with a different score are refused
+    (`refuse_conflicts`), within one file or across files.
     """
     path = Path(path)
     if not path.exists():
@@ -280,6 +281,9 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         files = [path]
     else:
         files = sorted(path.rglob(RESULTS_FILE)) + sorted(path.rglob("*.parquet"))
+        if exclude is not None:
+            skip = Path(exclude).resolve()
+            files = [f for f in files if skip not in f.resolve().parents]
     if not files:
         raise ResultsError(f"{path}: no results files ({RESULTS_FILE}) found")
     read = [(f, read_file(f)) for f in files]

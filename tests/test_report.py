@@ -213,14 +213,24 @@ def test_report_speed(tmp_path):
     assert rc == 0 and time.process_time() - t0 < 10
 
 
-def test_report_names_abilities_that_are_not_monotone_in_size():
-    from analysis.report import _section_erratic
+def test_report_names_curves_that_turn_back_and_outlier_sizes():
+    from analysis.report import _section_emergence
 
     df = make_results(tasks={"copy": "smooth", "chain": "flat"})
-    assert _section_erratic(df) == []  # a rising curve and noise are not flagged
     last = df.step == df.step.max()
-    # plant: only the 4th rung has the ability (1.0), every other rung has none (0.0)
     planted = last & (df.task == "copy") & (df.metric == "exact_match")
+    # an inverted U over the six rungs: up over three, down over three
+    level = {"R0": 0.1, "R1": 0.5, "R2": 0.9, "R3": 0.9, "R4": 0.5, "R5": 0.1}
+    df.loc[planted, "value"] = [level[r] for r in df.loc[planted, "rung"]]
+    em, _ = emergence.detect(df, n_boot=0)
+    lines = _section_emergence(em, emergence.probe_rows(emergence.last_checkpoints(df)))
+    turned = lines[lines.index(next(x for x in lines if x.startswith("Not monotone"))) + 2]
+    assert turned.startswith("- `copy` (3-shot) exact_match (peak)")
+    # only the 4th rung has the ability: one size, named as an outlier, the rest is flat
     df.loc[planted, "value"] = [1.0 if r == "R3" else 0.0 for r in df.loc[planted, "rung"]]
-    lines = _section_erratic(df)
-    assert len([x for x in lines if x.startswith("- `copy`")]) == 1
+    em, _ = emergence.detect(df, n_boot=0)
+    row = em[(em.task == "copy") & (em.metric == "exact_match") & (em.axis == "params")].iloc[0]
+    assert row.verdict == "flat" and row.outlier == df[df.rung == "R3"].params.iloc[0]
+    lines = _section_emergence(em, emergence.probe_rows(emergence.last_checkpoints(df)))
+    assert any(x.startswith("- `copy` (3-shot) exact_match:") and "verdict flat" in x
+               for x in lines)

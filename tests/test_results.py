@@ -71,3 +71,10 @@ def test_whole_numbers_written_as_floats_are_read(tmp_path):
         src, index=False)
     df = read_file(src)
     assert df.step.item() == 1000 and df.tokens.item() == 4_096_000
+
+
+def test_load_skips_an_excluded_report_copy(tmp_path):
+    append_rows(tmp_path / "run", [_published()])
+    append_rows(tmp_path / "report", [_published(value=0.25)])  # a stale copy, re-scored since
+    assert load(tmp_path / "run").value.tolist() == [0.5]
+    assert load(tmp_path, exclude=tmp_path / "report").value.tolist() == [0.5]
