@@ -98,7 +98,7 @@ MIN_POINTS = 4
 Z_NOISE = 3.0
 Z_CHANCE = 2.0  # the top of the curve must clear chance by this many standard errors
 Z_OUTLIER = 4.0  # a single point this far outside its monotone neighbours' band
-ALPHA_TREND = 0.05  # Bartholomew's test: p >= this is `flat`
+ALPHA_TREND = 0.05  # slope and Bartholomew's tests: both p >= this is `flat`
 ALPHA_SEEDS = 0.01  # family-wise, over the sizes with replicates
 NONMONO_GAIN = 16.0  # chi2 gain of a two-arm curve over the best monotone one
 OUTLIER_MARGIN = 3.0  # ... and over the best monotone one with one point left out

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                     a, b = ours[(task.name, task.shots_column, metric)], res[f"{metric},none"]
                     if metric in ("answer_logprob", "gold_prob"):
                         worst_lp = max(worst_lp, abs(a - b))
+                    elif metric == "answer_prob":  # a product of probabilities: compare logs
+                        worst_lp = max(worst_lp, abs(math.log(a) - math.log(b)))
                     elif abs(a - b) > 1e-12:
                         mismatches.append(f"{task.id}/{metric}: native {a} lm-eval {b}")
         meta = json.loads(ckpt.with_suffix(".json").read_text())

@@ -6,10 +6,17 @@ task's held-out instances and one row per metric is appended in the results sche
 what is already scored, so a task added to the registry later is scored on old checkpoints
 without retraining.
 
+"Already scored" means every metric row of the task is there. A metric added to
+scaling/metrics.py later (answer_prob was) is missing from older results, so the next
+`scaling eval` of such a run re-scores each (checkpoint, task) that lacks it, with all of
+the task's metrics: the new rows replace the old ones of the same key (the same values,
+scoring being deterministic for a given device and batch size) and the new metric is
+added. Tasks whose metrics are all present (here the multiple-choice ones) are skipped.
+
 How a task is scored (all batched, fp32, under torch.inference_mode):
 1. Generation tasks, one forward pass over prompt + gold answer, KV cache kept: every gold
-   token's log-probability and whether it is the argmax (answer_logprob, token_accuracy),
-   and the greedy output. Greedy decoding (stops at a stop string or eot, or after
+   token's log-probability and whether it is the argmax (answer_logprob, answer_prob,
+   token_accuracy), and the greedy output. Greedy decoding (stops at a stop string or eot, or after
    len(gold) + 2 tokens) agrees with the gold answer up to the first position where the
    teacher-forced argmax differs, so an example whose argmax reproduces the answer and
    then a stop token needs no decoding, and the others resume decoding from the cached

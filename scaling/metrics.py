@@ -13,6 +13,14 @@ Generation probes (one gold answer, greedy decoding):
   characters, in [0, 1] (1 when both are empty).
 - `answer_logprob`: mean log-probability (nats) of the gold answer tokens under teacher
   forcing; <= 0, higher is better.
+- `answer_prob`: exact probability of the whole gold answer under teacher forcing, the
+  product of its token probabilities, exp(sum of the gold tokens' log-probabilities), in
+  [0, 1]. Averaged over examples it is the rate at which sampling from the model (at
+  temperature 1) would produce the gold answer's tokens, so it resolves success rates far
+  below the 1/n that exact match on n examples can see (what PassUntil, Hu et al. 2023,
+  estimates by sampling until a pass). It is continuous, but a product over tokens like
+  exact match: the mirage analysis reports its verdict without letting it vote
+  (analysis/mirage.py).
 Multiple-choice probes (options scored by the summed log-likelihood of each continuation):
 - `accuracy`: 1 if the gold option has the highest log-likelihood (ties: first option).
 - `gold_prob`: probability of the gold option normalised over the options,
@@ -28,12 +36,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-GENERATE_METRICS = ("exact_match", "token_accuracy", "edit_similarity", "answer_logprob")
+# answer_prob came after the others: it is appended so that the rows of older results keep
+# their order.
+GENERATE_METRICS = ("exact_match", "token_accuracy", "edit_similarity", "answer_logprob",
+                    "answer_prob")
 CHOICE_METRICS = ("accuracy", "gold_prob")
 # Which metrics jump (a single token decides the score) and which move smoothly: the
 # mirage analysis compares verdicts between the two kinds.
 DISCONTINUOUS = ("exact_match", "accuracy")
-CONTINUOUS = ("token_accuracy", "edit_similarity", "answer_logprob", "gold_prob")
+CONTINUOUS = ("token_accuracy", "edit_similarity", "answer_logprob", "gold_prob", "answer_prob")
 
 
 def levenshtein(a: Sequence, b: Sequence) -> int:
@@ -98,11 +109,15 @@ def generate_scores(pred: str, gold: str, token_logprobs: Sequence[float],
     m = len(token_logprobs)
     if m == 0 or m != len(token_is_argmax):
         raise ValueError("need one log-probability and one argmax flag per gold token")
+    # Summed left to right in float64 in both paths, so native and lm-eval agree to the
+    # rounding of the token log-probabilities themselves.
+    total = float(sum(float(lp) for lp in token_logprobs))
     return {
         "exact_match": float(pred == gold),
         "token_accuracy": sum(bool(g) for g in token_is_argmax) / m,
         "edit_similarity": 1.0 if pred == gold else edit_similarity(pred, gold),
-        "answer_logprob": float(sum(float(lp) for lp in token_logprobs)) / m,
+        "answer_logprob": total / m,
+        "answer_prob": math.exp(total),
     }
 
 

@@ -14,12 +14,14 @@ from scaling import evaluate as ev
 from scaling.checkpoint import list_checkpoints, load_model, save_checkpoint
 from scaling.data.skills.base import Example
 from scaling.data.tokenizer import get_tokenizer
+from scaling.metrics import CHOICE_METRICS, GENERATE_METRICS
 from scaling.model import GPT, GPTConfig
 from scaling.results import COLUMNS
 from scaling.tasks import LINE_START, Task, get_tasks
 
 TOK = get_tokenizer("char")
 SMALL = "addition_2d,addition_mc_3d,chain_1hop,icl_4shot,fewshot_4shot,copy_8"
+N_GENERATE, N_CHOICE = len(GENERATE_METRICS), len(CHOICE_METRICS)  # rows per task and step
 
 
 def save_untrained(run_dir, steps=(0, 4), block_size=128, n_layer=1, d_model=24):
@@ -285,15 +287,43 @@ def test_evaluate_run_writes_rows_and_skips_what_is_scored(tmp_path):
     # Re-running computes nothing; a task added later is scored on the old checkpoints.
     assert ev.evaluate_run(run, tasks=tasks, progress=False) == 0
     extra = small("modular_5", n=8)
-    assert ev.evaluate_run(run, tasks=tasks + extra, progress=False) == 2 * 4
+    n_extra = len(extra[0].metrics)
+    assert ev.evaluate_run(run, tasks=tasks + extra, progress=False) == 2 * n_extra
     assert ev.evaluate_run(run, tasks=tasks + extra, progress=False) == 0
-    assert len(pd.read_csv(run / "results.csv")) == 2 * n_metrics + 8
+    assert len(pd.read_csv(run / "results.csv")) == 2 * n_metrics + 2 * n_extra
+
+
+def test_a_metric_added_later_rescores_only_the_tasks_that_lack_it(tmp_path):
+    # Results written before answer_prob existed: the next eval re-scores each (checkpoint,
+    # generation task) with all its metrics (same values) and skips multiple choice.
+    run = save_untrained(tmp_path / "run")
+    tasks = small("copy_4,addition_mc_3d", n=12)
+    ev.evaluate_run(run, tasks=tasks, progress=False)
+    full = pd.read_csv(run / "results.csv")
+    full[full.metric != "answer_prob"].to_csv(run / "results.csv", index=False)
+    n_generate = len(tasks[0].metrics)
+    assert ev.evaluate_run(run, tasks=tasks, progress=False) == 2 * n_generate
+    again = pd.read_csv(run / "results.csv")
+    key = ["step", "task", "metric"]
+    merged = full.merge(again, on=key, suffixes=("", "_again"))
+    assert len(merged) == len(full) == len(again)
+    assert (merged.value == merged.value_again).all()
+
+
+def test_answer_prob_is_the_mean_sequence_probability(tmp_path):
+    # copy_4: every gold answer has 4 tokens, so by Jensen mean(exp(sum lp)) >=
+    # exp(4 * mean lp), and answer_prob stays within [0, 1].
+    run = save_untrained(tmp_path / "run", steps=(0,))
+    ev.evaluate_run(run, tasks=small("copy_4", n=32), progress=False)
+    v = pd.read_csv(run / "results.csv").set_index("metric").value
+    assert 0 < v["answer_prob"] <= 1
+    assert v["answer_prob"] >= np.exp(4 * v["answer_logprob"]) * (1 - 1e-12)
 
 
 def test_checkpoints_last_and_deterministic_scores(tmp_path):
     run = save_untrained(tmp_path / "a", steps=(0, 2, 8))
     assert ev.evaluate_run(run, tasks=small("copy_4"), checkpoints="last",
-                           progress=False) == 4
+                           progress=False) == N_GENERATE
     df = pd.read_csv(run / "results.csv")
     assert set(df.step) == {8}
     again = save_untrained(tmp_path / "b", steps=(0, 2, 8))
@@ -306,8 +336,9 @@ def test_worker_processes_write_what_one_process_writes(tmp_path):
     steps = (0, 2, 8)
     one, two = save_untrained(tmp_path / "one", steps), save_untrained(tmp_path / "two", steps)
     names = "copy_4,addition_mc_2d,icl_2shot"
-    assert ev.evaluate_run(one, tasks=names, n=12, progress=False, workers=1) == 3 * 10
-    assert ev.evaluate_run(two, tasks=names, n=12, progress=False, workers=2) == 3 * 10
+    per_step = 2 * N_GENERATE + N_CHOICE  # two generation tasks, one multiple choice
+    assert ev.evaluate_run(one, tasks=names, n=12, progress=False, workers=1) == 3 * per_step
+    assert ev.evaluate_run(two, tasks=names, n=12, progress=False, workers=2) == 3 * per_step
     assert (one / "results.csv").read_bytes() == (two / "results.csv").read_bytes()
     # A corrupted checkpoint stops the run with its name; the steps before it are kept.
     bad = save_untrained(tmp_path / "bad", steps)
@@ -345,7 +376,7 @@ def test_cli(tmp_path, capsys):
     (run / "checkpoints" / "step_000009.pt").write_bytes(b"interrupted")  # no .json
     assert ev.main([str(run), "--tasks", "copy_4,icl_0shot", "--no-progress"]) == 0
     out = capsys.readouterr()
-    assert "wrote 8 result rows" in out.out
+    assert f"wrote {2 * N_GENERATE} result rows" in out.out
     assert "skipped 1 unfinished checkpoint(s)" in out.err and "step_000009.pt" in out.err
     assert ev.main(["--list-tasks"]) == 0
     assert "icl_8shot" in capsys.readouterr().out

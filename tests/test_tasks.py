@@ -187,6 +187,8 @@ def test_generate_and_choice_scores():
     assert s["token_accuracy"] == pytest.approx(2 / 3)
     assert s["edit_similarity"] == pytest.approx(2 / 3)
     assert s["answer_logprob"] == pytest.approx(-3.3 / 3)
+    assert s["answer_prob"] == pytest.approx(math.exp(-3.3))  # the whole answer's probability
+    assert metrics.generate_scores("7", "7", [0.0], [True])["answer_prob"] == 1.0
     assert metrics.generate_scores("7", "7", [-0.5], [True])["exact_match"] == 1.0
     with pytest.raises(ValueError):
         metrics.generate_scores("7", "7", [], [])

@@ -8,7 +8,8 @@ runs them all). The hooks live in the installed package (`scaling.lm_eval_tasks.
 the exported directory holds data and YAML only.
 
 Generation tasks are `ProbeTask`s (a generate_until request plus one loglikelihood request
-per gold token, see hooks.py); multiple-choice tasks use lm-eval's multiple_choice output
+per gold token, see hooks.py; the per-token log-probabilities give token_accuracy,
+answer_logprob and answer_prob); multiple-choice tasks use lm-eval's multiple_choice output
 type with an empty target delimiter (options follow the prompt directly, as in the
 corpus). Both compute their metrics in `process_results` with scaling.metrics.
 """
@@ -123,7 +124,10 @@ def fingerprint(tasks: list[Task], tokenizer_name: str, block_size: int | None) 
     """Hash of what an export depends on: task definitions, tokenizer and block size."""
     from scaling.data.corpus import DATA_VERSION
 
-    payload = [repr(t) + type(t).__qualname__ for t in tasks]
+    # The metric names are part of it: the YAML's metric_list must name every metric the
+    # hooks return (lm-eval fails on one it cannot aggregate), so a metric added to
+    # scaling.metrics refreshes an old export.
+    payload = [repr(t) + type(t).__qualname__ + ",".join(t.metrics) for t in tasks]
     text = json.dumps([payload, tokenizer_name, block_size, DATA_VERSION, PREFIX])
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -4,7 +4,7 @@
   absolute path; never the network).
 - `ProbeTask`: generation probes need, per instance, one greedy generation (exact_match,
   edit_similarity) and the teacher-forced score of every gold token (token_accuracy,
-  answer_logprob). lm-eval's loglikelihood request returns only a sum and an all-greedy
+  answer_logprob, answer_prob). lm-eval's loglikelihood request returns only a sum and an all-greedy
   flag, so the task asks one single-token loglikelihood request per gold token
   (context + gold[:i], gold[i]) next to its generate_until request, as lm-eval's own
   SQuAD v2 task mixes request types.
