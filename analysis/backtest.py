@@ -51,7 +51,7 @@ def backtest(df: pd.DataFrame, holdouts=HOLDOUTS) -> tuple[pd.DataFrame, list[tu
     sizes = np.sort(last.params.unique())
     val = _val_loss(df)
     pairs = emergence.probe_rows(df).merge(val, on=["run", "step"], how="inner")
-    rows, fitted = [], []
+    fitted, parts = [], []
     for h in holdouts:
         if sizes.size - h < 3:
             continue  # a three-parameter law needs three kept sizes
@@ -66,29 +66,69 @@ def backtest(df: pd.DataFrame, holdouts=HOLDOUTS) -> tuple[pd.DataFrame, list[tu
         held_runs = held.drop_duplicates("run")
         pred_loss = dict(zip(held_runs.run, clip_to_range(
             "loss", law.predict(held_runs.params.to_numpy(float)))))
-        for r in held_runs.itertuples():
-            rows.append({"holdout": h, "run": r.run, "rung": r.rung, "params": r.params,
-                         "task": "val", "shots": 0, "metric": "loss", "method": "power_law",
-                         "actual": r.loss, "predicted": pred_loss[r.run],
-                         "predicted_from_actual_loss": np.nan, "status": law.status})
-        train_pairs = pairs[pairs.run.isin(kept.run)]
-        held_scores = dict(list(emergence.probe_rows(held).groupby(["task", "shots", "metric"])))
+        parts.append(_rows(h, ("val", 0, "loss"), "power_law", held_runs.run.to_numpy(),
+                           held_runs.rung.to_numpy(), held_runs.params.to_numpy(),
+                           held_runs.loss.to_numpy(float),
+                           np.array([pred_loss[r] for r in held_runs.run], dtype=float),
+                           np.nan, law.status))
+        # only the columns the fits read: each group is a slice of every column kept
+        train_pairs = pairs.loc[pairs.run.isin(kept.run), ["task", "shots", "metric", "loss",
+                                                          "value"]]
+        held_scores = _by_probe(emergence.probe_rows(held))
         for (task, shots, metric), g in train_pairs.groupby(["task", "shots", "metric"],
                                                             sort=True):
-            step2 = fits.fit_loss_to_metric(g.loss, g.value, n_boot=0)
+            step2 = fits.fit_loss_to_metric(g.loss.to_numpy(float), g.value.to_numpy(float),
+                                            n_boot=0)
             fitted.append(({"target": f"{task}/{shots}/{metric}", "axis": "loss",
                             "scope": f"backtest_h{h}"}, step2))
-            target = held_scores.get((task, shots, metric), held.iloc[:0])
-            for r in target.itertuples():
-                status = step2.status if law.ok else "failed"
-                rows.append({"holdout": h, "run": r.run, "rung": r.rung, "params": r.params,
-                             "task": task, "shots": shots, "metric": metric,
-                             "method": "two_step", "actual": r.value,
-                             "predicted": float(clip_to_range(
-                                 metric, step2.predict(pred_loss.get(r.run, np.nan)))),
-                             "predicted_from_actual_loss": float(clip_to_range(
-                                 metric, step2.predict(r.loss))),
-                             "status": status})
-    out = pd.DataFrame(rows, columns=COLUMNS)
+            target = held_scores.get((task, shots, metric))
+            if target is not None:
+                parts.append(_two_step_rows(h, (task, shots, metric), target, step2,
+                                            pred_loss, law.ok))
+    return _table(parts), fitted
+
+
+def _rows(h: int, probe: tuple, method: str, run, rung, params, actual, predicted,
+          predicted_from_actual_loss, status: str) -> dict[str, np.ndarray]:
+    """Rows of backtest.csv as columns (arrays of one length; scalars are repeated)."""
+    n = len(run)
+    task, shots, metric = probe
+    cols = {"holdout": h, "run": run, "rung": rung, "params": params, "task": task,
+            "shots": shots, "metric": metric, "method": method, "actual": actual,
+            "predicted": predicted, "predicted_from_actual_loss": predicted_from_actual_loss,
+            "status": status}
+    return {k: v if isinstance(v, np.ndarray) else _repeat(v, n) for k, v in cols.items()}
+
+
+def _repeat(value, n: int) -> np.ndarray:
+    # strings as objects, as pandas reads the other blocks' string columns
+    return np.full(n, value, dtype=object if isinstance(value, str) else None)
+
+
+def _table(parts: list[dict]) -> pd.DataFrame:
+    """backtest.csv from row blocks, in their order, built once (a DataFrame per block, or a
+    dict per row, cost more than the 320 fits of a 50-run ladder)."""
+    out = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in COLUMNS
+                        if c != "abs_error"} if parts else [], columns=COLUMNS)
     out["abs_error"] = (out.predicted - out.actual).abs()
-    return out, fitted
+    return out[COLUMNS]
+
+
+def _by_probe(scores: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
+    """{(task, shots, metric): its rows' run, rung, params, value, loss as arrays}."""
+    cols = ["run", "rung", "params", "value", "loss"]
+    return {key: {c: g[c].to_numpy() for c in cols}
+            for key, g in scores.groupby(["task", "shots", "metric"], sort=False)}
+
+
+def _two_step_rows(h: int, probe: tuple, target: dict, step2, pred_loss: dict,
+                   law_ok: bool) -> dict[str, np.ndarray]:
+    """Step 2's predictions for one probe's held-out runs, at the loss step 1 predicted for
+    each run and at its actual loss."""
+    metric = probe[2]
+    predicted_loss = np.array([pred_loss.get(r, np.nan) for r in target["run"]], dtype=float)
+    return _rows(h, probe, "two_step", target["run"], target["rung"], target["params"],
+                 target["value"].astype(float),
+                 clip_to_range(metric, step2.predict(predicted_loss)),
+                 clip_to_range(metric, step2.predict(target["loss"].astype(float))),
+                 step2.status if law_ok else "failed")

@@ -82,7 +82,9 @@ def classify_run_series(g: pd.DataFrame, val_loss: pd.Series, n_boot: int
     """(verdict along training, share of the loss's fall across its rise) of one series."""
     tokens, value, n = (emergence.floats(g[c]) for c in ("tokens", "value", "n"))
     chance = emergence.series_chance(g)
-    v = emergence.classify(tokens, value, n, chance=chance, axis="tokens", n_boot=n_boot)
+    # without intervals first: most rises against tokens are generic, and their bootstrap
+    # would be thrown away
+    v = emergence.classify(tokens, value, n, chance=chance, axis="tokens", n_boot=0)
     if v.verdict != "emergent":
         return v, np.nan
     loss = emergence.floats(g.step.map(val_loss)) if len(val_loss) else np.full(len(g), np.nan)
@@ -90,6 +92,8 @@ def classify_run_series(g: pd.DataFrame, val_loss: pd.Series, n_boot: int
     if np.isfinite(share) and share > LOSS_SHARE_MAX:  # the loss predicts it: generic
         v.verdict = "smooth"
         v.threshold = v.threshold_low = v.threshold_high = np.nan
+    elif n_boot > 0:
+        v = emergence.classify(tokens, value, n, chance=chance, axis="tokens", n_boot=n_boot)
     return v, share
 
 

@@ -426,7 +426,7 @@ def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
     # 4. shape first: a curve that turns back, carried by two or more points on each arm
     # (non_monotone); else one point that alone breaks a monotone series is set aside
     var_mono = _monotone_variance(yv, noise)
-    gain, uni = trend_tests.unimodal_gain(yv, 1 / var_mono)
+    gain, uni = trend_tests.unimodal_gain(yv, 1 / var_mono, at_least=NONMONO_GAIN)
     if gain > NONMONO_GAIN and (trend_tests.one_removed_chi2(yv, 1 / var_mono) - uni.chi2
                                 > OUTLIER_MARGIN):
         out.verdict, out.best_fit = "non_monotone", uni.shape
@@ -522,8 +522,8 @@ def probe_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def floats(column: pd.Series) -> np.ndarray:
-    """A column as float64, empty cells (NaN or a nullable integer's NA) as NaN."""
-    return pd.to_numeric(column, errors="coerce").astype(float).to_numpy()
+    """A numeric column as float64, empty cells (NaN or a nullable integer's NA) as NaN."""
+    return column.to_numpy(dtype=float, na_value=np.nan)
 
 
 def series_chance(g: pd.DataFrame) -> float:

@@ -29,8 +29,10 @@ LOSS_LABEL = "validation loss (cross-entropy, nats/token)"
 METRIC_LABELS = {"exact_match": "exact match", "token_accuracy": "token accuracy",
                  "edit_similarity": "edit similarity",
                  "answer_logprob": "answer log-prob (nats)", "accuracy": "accuracy",
-                 "gold_prob": "gold-option probability"}
-UNIT_METRICS = ("exact_match", "token_accuracy", "edit_similarity", "accuracy", "gold_prob")
+                 "gold_prob": "gold-option probability",
+                 "answer_prob": "gold-answer probability"}
+UNIT_METRICS = ("exact_match", "token_accuracy", "edit_similarity", "accuracy", "gold_prob",
+                "answer_prob")
 AXIS_LABELS = {"params": "parameters", "flops": "training compute (FLOPs)",
                "tokens": "training tokens", "loss": LOSS_LABEL}
 
@@ -123,18 +125,37 @@ def training_curves(df: pd.DataFrame, path: Path) -> Path | None:
         return _save(fig, path)
 
 
-def _panel_grid(n: int, ncols: int, w: float = 3.0, h: float = 2.4, sharey: bool = False):
-    """A grid of panels with fixed margins (a layout engine doubled the drawing time)."""
+def _panel_grid(n: int, ncols: int, w: float = 3.0, h: float = 2.4):
+    """A grid of panels with fixed margins (a layout engine doubled the drawing time); the
+    panels are not shared axes (see `_share_axes`)."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows + 0.6), squeeze=False,
-                             sharex=True, sharey=sharey)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows + 0.6), squeeze=False)
     fig.subplots_adjust(left=0.9 / (w * ncols), right=1 - 0.15 / (w * ncols),
                         bottom=0.55 / (h * nrows + 0.6), top=1 - 0.75 / (h * nrows + 0.6),
                         hspace=0.45, wspace=0.3)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
+
+
+def _share_axes(axes, ncols: int, ylim: tuple | None = None) -> None:
+    """What sharex (and sharey) of plt.subplots do, done once after drawing: one x range for
+    all panels (the union of their data, with the usual margins), `ylim` on every panel,
+    x tick labels only where no panel lies below and y tick labels only in the first column
+    (with `ylim`). Shared axes pass every limit change on to all the others, which cost
+    more than drawing 40 panels."""
+    xs = [v for ax in axes for v in ax.dataLim.intervalx if np.isfinite(v)]
+    for i, ax in enumerate(axes):
+        if xs:
+            ax.update_datalim([(min(xs), 0.0), (max(xs), 0.0)], updatey=False)
+            ax.autoscale_view(scaley=False)
+        if i + ncols < len(axes):
+            ax.tick_params(axis="x", which="both", labelbottom=False)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+            if i % ncols:
+                ax.tick_params(axis="y", which="both", labelleft=False)
 
 
 def _plain_log_y(ax):
@@ -190,7 +211,7 @@ def metric_vs_params(last: pd.DataFrame, verdicts: dict, pairs: pd.DataFrame,
     # 0-1 scores share one y range, so noise around chance does not look like a trend
     unit_range = bool(sub.value.between(0, 1).all())
     with _style():
-        fig, axes = _panel_grid(len(groups), 5, sharey=unit_range)
+        fig, axes = _panel_grid(len(groups), 5)
         for i, (ax, ((task, shots), g)) in enumerate(zip(axes, groups)):
             v = verdicts.get((task, shots, g.metric.iloc[0], "params"))
             _draw_metric(ax, g, v)
@@ -200,8 +221,8 @@ def metric_vs_params(last: pd.DataFrame, verdicts: dict, pairs: pd.DataFrame,
             _log_x(ax)
             ax.set_title(f"{task} ({shots}-shot): {v.verdict if v else '?'}", fontsize=9)
             ax.set(xlabel="", ylabel=label if i % 5 == 0 else "")
-        if unit_range:
-            axes[0].set_ylim(-0.03, max(0.2, float(sub.value.max()) * 1.08))
+        _share_axes(axes[:len(groups)], 5, ylim=(-0.03, max(0.2, float(sub.value.max()) * 1.08))
+                    if unit_range else None)
         fig.supxlabel("parameters (log scale)")
         shown = f", first {MAX_PANELS} of {n_all} task settings" if n_all > MAX_PANELS else ""
         fig.suptitle(f"{label} vs model size at the last checkpoint "

@@ -22,8 +22,10 @@ steeper than the data can resolve), so that parameter is a limit, not an estimat
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -124,17 +126,41 @@ def _polish(resid, theta0, lower, upper, jac="2-point") -> tuple[np.ndarray, boo
     theta0 = np.clip(np.asarray(theta0, float), lower, upper)
     try:
         # a start on a bound (e.g. a step-like sigmoid) will leave the box: go straight to trf
-        if resid(theta0).size >= theta0.size and not _at_bound(theta0, lower, upper):
-            sol = optimize.least_squares(resid, theta0, jac=jac, method="lm", max_nfev=60)
-            if sol.status > 0 and np.all(np.isfinite(sol.x)) and np.all(sol.x >= lower) \
-                    and np.all(sol.x <= upper):
-                return sol.x, True
+        f0 = resid(theta0)
+        if f0.size >= theta0.size and not _at_bound(theta0, lower, upper):
+            if callable(jac):
+                x, ok = _lm(resid, jac, theta0, f0)
+                if x is None:  # least_squares refuses such a start
+                    return theta0, False
+            else:
+                sol = optimize.least_squares(resid, theta0, jac=jac, method="lm", max_nfev=60)
+                x, ok = sol.x, sol.status > 0
+            if ok and np.all(np.isfinite(x)) and np.all(x >= lower) and np.all(x <= upper):
+                return x, True
         sol = optimize.least_squares(resid, theta0, jac=jac, bounds=(lower, upper),
                                      method="trf", x_scale="jac", max_nfev=400)
     except (ValueError, np.linalg.LinAlgError, FloatingPointError):
         return theta0, False
     ok = sol.status > 0 and np.all(np.isfinite(sol.x))
     return sol.x, bool(ok)
+
+
+def _lm(resid, jac, theta0: np.ndarray, f0: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """`least_squares(resid, theta0, jac=jac, method="lm", max_nfev=60)` without its wrapper.
+
+    The same MINPACK routine (lmder) with the same settings (tolerances 1e-8, step bound
+    factor 100, scaling from the Jacobian), so the same optimum bit for bit; the wrapper's
+    bookkeeping cost more than the fit itself (the report runs thousands of these small
+    fits). Returns (x, converged), or (None, False) where least_squares raises (a start
+    with a non-finite parameter or residual).
+    """
+    if not (np.all(np.isfinite(theta0)) and np.all(np.isfinite(f0))):
+        return None, False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "maxfev reached": info says so
+        x, info = optimize.leastsq(resid, theta0, Dfun=jac, ftol=1e-8, xtol=1e-8, gtol=1e-8,
+                                   maxfev=60, factor=100.0, diag=None)
+    return x, info in (1, 2, 3, 4)  # MINPACK's convergence codes
 
 
 def _bootstrap(fit_once: Callable, yhat: np.ndarray, resid: np.ndarray, n_params: int,
@@ -176,24 +202,43 @@ def _intervals(names: list[str], draws: np.ndarray | None) -> dict[str, tuple[fl
     return {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(names)}
 
 
-def _linear_two(basis: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
+class _LinearTwo:
     """Closed-form (weighted) least squares of y ~ c0 + c1 * basis for every row of `basis`.
 
-    basis is (G, m); w are per-point weights (1 / sigma^2). Returns (c0, c1, weighted rss),
-    each of shape (G,). Used for variable projection on grids.
+    basis is (G, m); w are per-point weights (1 / sigma^2). The sums that do not depend on y
+    are taken once, so one grid serves many fits (the backtest fits every metric against the
+    same losses). Calling it with y returns (c0, c1, weighted rss), each of shape (G,).
+    Used for variable projection on grids.
     """
-    w = np.ones_like(y) if w is None else w
-    sw = w.sum()
-    sb = basis @ w
-    sbb = (basis * basis) @ w
-    sy = w @ y
-    sby = basis @ (w * y)
-    det = sw * sbb - sb * sb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c1 = np.where(np.abs(det) > 1e-300, (sw * sby - sb * sy) / det, 0.0)
-    c0 = (sy - c1 * sb) / sw
-    rss = (((y[None, :] - c0[:, None] - c1[:, None] * basis) ** 2) * w[None, :]).sum(axis=1)
-    return c0, c1, rss
+
+    def __init__(self, basis: np.ndarray, w: np.ndarray):
+        self.basis, self.w = basis, w
+        self.unit = bool(np.all(w == 1.0))  # then rss needs no multiply by w
+        self.sw = w.sum()
+        self.sb = basis @ w
+        self.sbb = (basis * basis) @ w
+        self.det = self.sw * self.sbb - self.sb * self.sb
+
+    def __call__(self, y: np.ndarray):
+        basis, w, sb = self.basis, self.w, self.sb
+        sy = w @ y
+        sby = basis @ (w * y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c1 = np.where(np.abs(self.det) > 1e-300, (self.sw * sby - sb * sy) / self.det, 0.0)
+        c0 = (sy - c1 * sb) / self.sw
+        # (y - c0 - c1 basis)^2 w, summed per row, in place: the same operations in the same
+        # order as the plain expression, without its four (G, m) temporaries
+        r = y[None, :] - c0[:, None]
+        r -= c1[:, None] * basis
+        r *= r
+        if not self.unit:
+            r *= w[None, :]
+        return c0, c1, r.sum(axis=1)
+
+
+def _linear_two(basis: np.ndarray, y: np.ndarray, w: np.ndarray | None = None):
+    """`_LinearTwo(basis, w)(y)` for a grid used once; w defaults to ones."""
+    return _LinearTwo(basis, np.ones_like(y) if w is None else w)(y)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,6 +517,22 @@ def _loss_metric_model(p: dict, loss):
     return p["a"] * expit(p["k"] * (loss - p["L0"])) + p["b"]
 
 
+@functools.lru_cache(maxsize=4)
+def _loss_metric_grid(loss_bytes: bytes) -> tuple[np.ndarray, np.ndarray, _LinearTwo]:
+    """The starting grid of `fit_loss_to_metric` over (k, L0), with its basis, for one loss
+    vector (as bytes, so it can be a cache key): the backtest fits every metric against the
+    same checkpoints' losses, and the grid was most of each fit's time."""
+    loss = np.frombuffer(loss_bytes, dtype=float)
+    span_l = float(np.ptp(loss))
+    k_max = 50.0 / span_l
+    ks = np.concatenate([-np.geomspace(0.3 / span_l, k_max, 10), np.geomspace(0.3 / span_l,
+                                                                              k_max, 10)])
+    l0s = np.linspace(loss.min() - 0.25 * span_l, loss.max() + 0.25 * span_l, 31)
+    kk, ll = (g.ravel() for g in np.meshgrid(ks, l0s, indexing="ij"))
+    basis = expit(kk[:, None] * (loss[None, :] - ll[:, None]))
+    return kk, ll, _LinearTwo(basis, np.ones_like(loss))
+
+
 def fit_loss_to_metric(loss, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> FitResult:
     """Fit y = a / (1 + exp(-k (L - L0))) + b (OLMo ladder two-step, second stage).
 
@@ -492,11 +553,7 @@ def fit_loss_to_metric(loss, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> Fi
     k_max = 50.0 / span_l
     lower = np.array([0.0, -k_max, loss.min() - span_l, y.min() - span_y])
     upper = np.array([2 * span_y + 1e-9, k_max, loss.max() + span_l, y.max() + span_y])
-    ks = np.concatenate([-np.geomspace(0.3 / span_l, k_max, 10), np.geomspace(0.3 / span_l,
-                                                                              k_max, 10)])
-    l0s = np.linspace(loss.min() - 0.25 * span_l, loss.max() + 0.25 * span_l, 31)
-    kk, ll = (g.ravel() for g in np.meshgrid(ks, l0s, indexing="ij"))
-    basis = expit(kk[:, None] * (loss[None, :] - ll[:, None]))
+    kk, ll, grid = _loss_metric_grid(loss.tobytes())
 
     def resid(th, yy):
         return th[0] * expit(th[1] * (loss - th[2])) + th[3] - yy
@@ -508,7 +565,7 @@ def fit_loss_to_metric(loss, y, *, n_boot: int = N_BOOT, seed: int = SEED) -> Fi
 
     def fit_once(yy, start=None):
         if start is None:
-            b, a, rss = _linear_two(basis, yy)
+            b, a, rss = grid(yy)
             rss = np.where(a >= 0, rss, np.inf)  # a < 0 is the same curve with k flipped
             i = int(np.argmin(rss))
             start = [a[i], kk[i], ll[i], b[i]]

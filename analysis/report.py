@@ -37,7 +37,8 @@ PROBE_AXIS = "params"  # the axis the report's sentences are about; the CSVs hol
 def loss_fits(df: pd.DataFrame, n_boot: int) -> tuple[dict, list[tuple]]:
     """Laws for the validation loss at each run's last checkpoint.
 
-    Power laws against params, flops and tokens (each when it has >= 3 distinct values);
+    Power laws against params, flops and tokens (each when it has >= 3 distinct values;
+    empty cells, as in other families' results, do not count);
     Chinchilla L(N, D) only when the final checkpoints cover >= 3 token budgets; a broken
     power law against params only with >= 10 sizes (its six parameters need points on both
     sides of the break; 50 bootstrap resamples, as each refit costs ~30 ms).
@@ -51,9 +52,11 @@ def loss_fits(df: pd.DataFrame, n_boot: int) -> tuple[dict, list[tuple]]:
             laws[f"power_law_{axis}"] = fits.fit_power_law(runs[axis], runs.loss, n_boot=n_boot)
             fitted.append(({"scope": "ladder", "target": "val/loss", "axis": axis},
                            laws[f"power_law_{axis}"]))
-    if runs.tokens.nunique() >= 3 and runs.params.nunique() >= 3 and len(runs) >= 6:
+    budgeted = runs.dropna(subset=["tokens"])  # other families' scores may carry no tokens
+    if budgeted.tokens.nunique() >= 3 and budgeted.params.nunique() >= 3 and len(budgeted) >= 6:
         # the fit itself refuses N and D that move together (one budget per size)
-        chin = fits.fit_chinchilla(runs.params, runs.tokens, runs.loss, n_boot=n_boot)
+        chin = fits.fit_chinchilla(budgeted.params, budgeted.tokens, budgeted.loss,
+                                   n_boot=n_boot)
         if chin.ok:
             laws["chinchilla"] = chin
             fitted.append(({"scope": "ladder", "target": "val/loss",
@@ -116,19 +119,23 @@ def _law_line(name: str, fit) -> str:
 
 def _section_data(df: pd.DataFrame) -> list[str]:
     runs = emergence.last_checkpoints(df).drop_duplicates("run")
-    n_ckpt = df.groupby("run").step.nunique()
+    n_ckpt = df.groupby("run").step.nunique(dropna=False)  # no steps: one score per model
     probes = emergence.probe_rows(df)
     ckpts = f"{n_ckpt.min()}" if n_ckpt.min() == n_ckpt.max() else \
         f"{n_ckpt.min()} to {n_ckpt.max()}"
     out = ["## Data", "",
            f"- {len(runs)} runs, {runs.rung.nunique()} rungs, parameters "
            f"{_num(runs.params.min())} to {_num(runs.params.max())}; "
-           f"{ckpts} checkpoints per run.",
+           f"{ckpts} checkpoint{'' if n_ckpt.max() == 1 else 's'} per run.",
            f"- {probes.groupby(['task', 'shots']).ngroups} probe task/shot settings, "
            f"metrics: {', '.join(sorted(probes.metric.unique())) or 'none'}."]
     if figures.val_loss(df).empty:
         out.append("- No validation-loss rows (task `val`, metric `loss`): no loss fits, no "
                    "`loss` axis and no backtest.")
+    empty = [c for c in ("step", "tokens", "flops", "nonembed_params") if df[c].isna().all()]
+    if empty:  # e.g. published scores of another model family
+        out.append(f"- Empty in every row: {', '.join(f'`{c}`' for c in empty)}; the axes "
+                   "that need them are `insufficient_data`.")
     return out + [""]
 
 
@@ -153,24 +160,61 @@ def _section_loss(df: pd.DataFrame, laws: dict) -> list[str]:
     return out + [""]
 
 
-def _section_emergence(em: pd.DataFrame) -> list[str]:
+def _scores_by_size(last: pd.DataFrame, r) -> str:
+    """'size: score' pairs of one series at each run's last checkpoint (seeds averaged)."""
+    g = last[(last.task == r.task) & (last.shots == r.shots) & (last.metric == r.metric)]
+    by_size = g.groupby("params")["value"].mean().sort_index()
+    return ", ".join(f"{_num(float(n))}: {v:.2f}" for n, v in by_size.items())
+
+
+def _section_emergence(em: pd.DataFrame, last: pd.DataFrame) -> list[str]:
     out = [f"## Emergence (against {PROBE_AXIS}, each run's last checkpoint)", ""]
     if em.empty:
         return out + ["The results hold no probe scores, so there are no verdicts.", ""]
     on_axis = em[em.axis == PROBE_AXIS]
     by = {v: on_axis[on_axis.verdict == v] for v in emergence.VERDICTS}
-    if by["emergent"].empty:
-        out.append(f"No task was found emergent against {PROBE_AXIS}.")
+    seeds_split = by["emergent"].holds_across_seeds.astype("boolean").eq(False).fillna(False)
+    emergent, seed_dependent = by["emergent"][~seeds_split], by["emergent"][seeds_split]
+    if emergent.empty:
+        out.append(f"No task was found emergent against {PROBE_AXIS}"
+                   + (" with its seeds agreeing." if not seed_dependent.empty else "."))
     else:
-        out += ["Emergent (absent in the smaller models, present in the larger, not "
-                "predictable from the smaller ones):", ""]
+        out += ["Emergent (near chance in the smaller models, well above it in at least two "
+                "larger ones, not predictable from the smaller ones; seeds agreeing where "
+                "there are replicates):", ""]
         out += [f"- {_probe(r)}: turns on at about {_num(r.threshold)} parameters "
                 f"(95% interval {_num(r.threshold_low)} to {_num(r.threshold_high)}; "
-                f"best fit {r.best_fit}, breakthroughness {_num(r.breakthroughness)})."
-                for r in by["emergent"].itertuples()]
+                f"best fit {r.best_fit}, breakthroughness {_num(r.breakthroughness)}"
+                + (f"; largest spread of seeds at one size {r.seed_spread:.2f}"
+                   if np.isfinite(r.seed_spread) else "") + ")."
+                for r in emergent.itertuples()]
     out.append("")
-    for verdict, text in (("smooth", "Smooth (a significant change that is not abrupt)"),
-                          ("flat", "Flat (no change beyond the noise of the scores)"),
+    if not seed_dependent.empty:
+        out += ["Emergent on the seed average only (replicates of one size disagree beyond "
+                "sampling noise, so where the ability turns on is set by the seed, not by "
+                "size alone):", ""]
+        out += [f"- {_probe(r)}: the average turns on at about {_num(r.threshold)} "
+                f"parameters; seeds at one size differ by up to {r.seed_spread:.2f}."
+                for r in seed_dependent.itertuples()]
+        out.append("")
+    if not by["non_monotone"].empty:
+        out += ["Not monotone in size (rises then falls, or falls then rises, each over two "
+                "or more sizes: neither emergent nor flat):", ""]
+        out += [f"- {_probe(r)} ({r.best_fit}): {_scores_by_size(last, r)}."
+                for r in by["non_monotone"].itertuples()]
+        out.append("")
+    outliers = on_axis[np.isfinite(on_axis.outlier)]
+    if not outliers.empty:
+        out += ["One size set aside as an outlier (it alone broke an otherwise monotone "
+                f"curve by more than {emergence.Z_OUTLIER:g} standard errors; the verdict is "
+                "on the other sizes):", ""]
+        out += [f"- {_probe(r)}: {_num(r.outlier)} parameters ({_scores_by_size(last, r)}); "
+                f"verdict {r.verdict}." for r in outliers.itertuples()]
+        out.append("")
+    for verdict, text in (("smooth", "Smooth (a significant monotone change that is not "
+                                     "abrupt, declines included)"),
+                          ("flat", "Flat (no trend beyond the noise of the scores, or never "
+                                   "above chance)"),
                           ("insufficient_data", "Insufficient data (fewer than 4 sizes)")):
         names = "; ".join(_probe(r) for r in by[verdict].itertuples())
         out += [f"{text}: {names or 'none'}.", ""]
@@ -179,32 +223,6 @@ def _section_emergence(em: pd.DataFrame) -> list[str]:
                                                   fill_value=0)
     return out + ["Verdict counts on every axis (emergence.csv has each row):", "",
                   _table(counts.reset_index())]
-
-
-def _section_erratic(df: pd.DataFrame) -> list[str]:
-    """Abilities that some rung has and a larger rung lacks: no verdict says so by itself.
-
-    A curve that jumps up and back down reads as "flat" to the fits (its spread is treated
-    as over-dispersion), so the report names such cases outright: a drop of more than half
-    the metric's range from one size to a larger one.
-    """
-    last = emergence.probe_rows(emergence.last_checkpoints(df))
-    last = last[last.metric.isin(["exact_match", "accuracy"])]
-    lines = []
-    for (task, shots, metric), g in last.groupby(["task", "shots", "metric"]):
-        by_size = g.groupby("params")["value"].mean().sort_index()
-        values = by_size.to_numpy()
-        if len(values) < 3 or values.max() - values.min() < 0.5:
-            continue
-        running_max = pd.Series(values).cummax().to_numpy()
-        if (running_max - values).max() > 0.5 * (values.max() - values.min()):
-            sizes = ", ".join(f"{_num(n)}: {v:.2f}" for n, v in by_size.items())
-            lines.append(f"- `{task}` ({shots}-shot) {metric} by parameters: {sizes}.")
-    if not lines:
-        return []
-    return ["Not monotone in size (a smaller rung has the ability, a larger one lacks it; "
-            "the verdicts above read this spread as noise, and it means the ability is not "
-            "a function of scale at this training budget):", "", *lines, ""]
 
 
 def _section_seeds(spread: pd.DataFrame) -> list[str]:
@@ -250,6 +268,24 @@ def _section_mirage(mir: pd.DataFrame) -> list[str]:
             names = "; ".join(f"`{r.task}` ({r.shots}-shot)" for r in rows.itertuples())
             out.append(f"- {text}: {names or 'none'}.")
     out.append("")
+    # The quantitative test: is exact match what token accuracy^L predicts, size by size?
+    tested = mir[pd.to_numeric(mir.pl_p_value, errors="coerce").notna()]
+    if tested.empty:
+        out += ["No p^L test: it needs exact match and token accuracy at 3 or more sizes "
+                "(multiple-choice probes have no p^L).", ""]
+    else:
+        out += ["Is exact match what p^L of the per-token accuracy predicts (one effective "
+                "answer length L fitted over the sizes, binomial noise, 5% test)?", ""]
+        for r in tested.itertuples():
+            length = "L unbounded (exact match near 0 throughout)" \
+                if np.isinf(float(r.pl_length)) else f"L = {float(r.pl_length):.1f}"
+            verdict = (f"fits within noise (p = {_num(float(r.pl_p_value))})"
+                       if float(r.pl_p_value) >= mirage.PL_ALPHA else
+                       f"does not: max deviation {float(r.pl_max_z):.1f} standard errors "
+                       f"(p = {_num(float(r.pl_p_value))})")
+            out.append(f"- `{r.task}` ({r.shots}-shot), {r.label}: exact match = token "
+                       f"accuracy^L with {length} {verdict}.")
+        out.append("")
     return out + ([_table(mir)] if not mir.empty else [])
 
 
@@ -258,13 +294,21 @@ def _section_dynamics(dyn: pd.DataFrame) -> list[str]:
     if dyn.empty:
         return out + ["No probe scores along training, so there are no verdicts.", ""]
     dem = dyn[dyn.verdict == "emergent"]
+    generic = dyn[np.isfinite(dyn.loss_share) & (dyn.loss_share > dynamics.LOSS_SHARE_MAX)]
     if dem.empty:
-        out.append("No abrupt transition during training was found in any run.")
+        out.append("No task-specific abrupt transition during training was found in any run.")
     else:
-        out += ["Abrupt transitions during training:", ""]
+        out += ["Task-specific abrupt transitions during training (the validation loss fell "
+                f"by at most {dynamics.LOSS_SHARE_MAX:.0%} of its whole fall across each):", ""]
         out += [f"- run `{r.run}`, {_probe(r)}: at step {r.transition_step} (about "
                 f"{_num(r.threshold)} tokens, interval {_num(r.threshold_low)} to "
-                f"{_num(r.threshold_high)})." for r in dem.itertuples()]
+                f"{_num(r.threshold_high)}; loss fell {r.loss_share:.0%} of its fall "
+                "across it)." for r in dem.itertuples()]
+    if not generic.empty:
+        out += ["", f"{len(generic)} more series rose abruptly against tokens while the "
+                f"validation loss fell by more than {dynamics.LOSS_SHARE_MAX:.0%} of its "
+                f"whole fall (median {generic.loss_share.median():.0%}): the generic rise of "
+                "learning, counted as smooth."]
     counts = dyn.groupby("verdict").size().reindex(list(emergence.VERDICTS), fill_value=0)
     return out + ["", "Verdict counts over all (run, task, shots, metric): "
                   + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
@@ -294,19 +338,38 @@ def _section_backtest(bt: pd.DataFrame) -> list[str]:
 
 DEFINITIONS = [
     "## Definitions", "",
-    "- Verdicts: best curve among constant, linear in log x, step and sigmoid in log x "
-    "by AICc (for 0-1 scores: QAICc with binomial variances, scaled by the measured "
-    "over-dispersion); `flat` if the best curve's rise is within 3 standard errors of the "
-    "score noise (binomial for 0-1 scores, residual spread otherwise); `emergent` if "
-    "it rises, bends (step or sigmoid best), at least 2 sizes lie before the onset, "
-    "and a line through those smaller sizes misses the largest by more than 2/3 of "
-    "the rise and 3 standard errors (Wei et al. 2022); otherwise `smooth`. Details in "
-    "the docstring of `analysis/emergence.py`.",
+    "- Verdicts (rates on curves of known truth: `python bench/verdict_rates.py`): scores "
+    "below chance count as chance; `non_monotone` if a curve that turns back over two or "
+    "more sizes on each side fits better than any monotone curve (also with one size left "
+    "out); a single size that alone breaks a monotone curve by more than 4 standard errors "
+    "is set aside and named; `flat` if neither a straight-line nor a monotone trend "
+    "(Bartholomew's test) is significant at 5% over the whole curve, or the curve never "
+    "clears chance by 2 standard errors; `emergent` if it rises, a step or sigmoid fits "
+    "better than a line (AIC), two or more sizes lie before the onset near chance and two "
+    "or more after it clearly above, and a line through the smaller sizes misses the first "
+    "size past the rise by more than 2/3 of the rise and 3 standard errors (Wei et al. "
+    "2022); otherwise `smooth`. Noise: binomial for 0-1 scores, scaled by the scatter of "
+    "replicate seeds where there are any; `holds_across_seeds` says whether every size's "
+    "replicates share one rate. Details in the docstring of `analysis/emergence.py`.",
+    "- Training dynamics: a transition against tokens is a task's own only if the run's "
+    "validation loss fell by at most 10% of its whole fall across it; otherwise the loss "
+    "predicts it (generic learning) and it counts as smooth (`loss_share` in dynamics.csv).",
     "- Threshold: where the fitted curve has done half of its rise, with a 95% "
-    "bootstrap interval, widened to the two neighbouring sizes when no point lies "
-    "inside the rise.",
+    "bootstrap interval; when the data cannot resolve the rise (a step, a sigmoid at its "
+    "steepest, or no point inside the rise) the interval is the two sizes around it.",
     "- Breakthroughness and linearity: BIG-bench (Srivastava et al. 2022) on the scores "
     "sorted by scale.",
+    "- Mirage label (params axis): `mirage` if exact match (accuracy for multiple choice) "
+    "is emergent while no continuous metric (token accuracy, edit similarity, answer "
+    "log-prob, gold probability) is and one of them is smooth; `survives_continuous` if "
+    "one of them is emergent too. answer_prob (the probability of the whole gold answer) "
+    "has a verdict column but no vote: a product over the answer's tokens carries the same "
+    "p^L nonlinearity as exact match. The p^L test fits exact match = token accuracy^L "
+    "over the sizes (each run's last checkpoint, seeds averaged) with one parameter, the "
+    "effective answer length L (stop token and correlated errors included), by weighted "
+    "least squares with binomial variances at the predicted value; `pl_max_z` is the "
+    "largest deviation in standard errors, `pl_p_value` a chi-square goodness of fit with "
+    "m - 1 degrees of freedom, `pl_predicts` p >= 0.05. Details in `analysis/mirage.py`.",
     "- The params axis uses the `params` column (all parameters, embeddings included).",
     "- fits.csv has one row per fitted parameter. The emergence sigmoids (law `sigmoid`) are "
     "fitted in u = log10 of the axis value (u = -loss on the loss axis), so their x0 is in "
@@ -321,8 +384,8 @@ def write_markdown(df, laws, em, dyn, mir, bt, spread, figs: dict) -> str:
     out = ["# Scaling report", "",
            "Generated by `scaling report` from stored results; every number below is "
            "recomputed from them.", ""]
-    out += _section_data(df) + _section_loss(df, laws) + _section_emergence(em)
-    out += _section_erratic(df)
+    last = emergence.probe_rows(emergence.last_checkpoints(df))
+    out += _section_data(df) + _section_loss(df, laws) + _section_emergence(em, last)
     out += _section_seeds(spread)
     out += _section_mirage(mir) + _section_dynamics(dyn) + _section_backtest(bt)
     out += DEFINITIONS
@@ -455,7 +518,7 @@ def _build(df: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
     dynamics_result = dynamics.detect_in_background(
         df, n_boot=max(n_boot // 5, 20) if n_boot > 0 else 0)
     em, em_verdicts = emergence.detect(df, n_boot=n_boot)
-    mir = mirage.mirage_table(em)
+    mir = mirage.mirage_table(em, results=df)
     bt, bt_fits = backtest_mod.backtest(df)
     figs = _figures(df, laws, em_verdicts, mir, bt, tmp / "figures")
     written.update({f"figures/{Path(p).name}": Path(p) for p in figs.values()})
@@ -497,9 +560,12 @@ metric=loss. Scores of any model family work; no checkpoints are read.
 
 EPILOG = """\
 writes into DIR:
-  emergence.csv  verdict per (task, shots, metric, axis): emergent, smooth, flat or
-                 insufficient_data, with the threshold and its 95% interval
-  dynamics.csv   the same along training within each run, with the step of the transition
+  emergence.csv  verdict per (task, shots, metric, axis): emergent, smooth, flat,
+                 non_monotone or insufficient_data (judged against the `chance` column
+                 where present), the threshold and its 95% interval, a named outlier size,
+                 and with replicate seeds whether they agree (holds_across_seeds)
+  dynamics.csv   the same along training within each run, with the step of a transition
+                 and the share of the validation loss's fall across it (loss_share)
   mirage.csv     discontinuous (exact match, accuracy) vs continuous metrics: is the
                  emergence a metric artifact?
   fits.csv       every fitted curve: parameters, 95% intervals, goodness of fit, status

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from scipy.optimize import isotonic_regression
 
 
@@ -77,10 +77,9 @@ def chibar_sf(t: float, m: int) -> float:
     """P(T >= t) under "constant" for Bartholomew's one-sided statistic with m points."""
     if t <= 0:
         return 1.0
-    probs = level_probabilities(m)
-    # one level contributes chi2_0 = 0, which never reaches t > 0
-    return float(sum(p * stats.chi2.sf(t, levels - 1)
-                     for levels, p in enumerate(probs, 1) if levels > 1))
+    probs = np.array(level_probabilities(m))
+    # l levels contribute P(chi2_{l-1} >= t); one level (chi2_0 = 0) never reaches t > 0
+    return float(np.dot(probs[1:], special.chdtrc(np.arange(1, m), t)))
 
 
 @dataclass
@@ -148,13 +147,18 @@ def unimodal_fit(y: np.ndarray, w: np.ndarray, min_arm: int = 2) -> UnimodalFit 
     return best
 
 
-def unimodal_gain(y: np.ndarray, w: np.ndarray, dispersion: float = 1.0):
+def unimodal_gain(y: np.ndarray, w: np.ndarray, dispersion: float = 1.0,
+                  at_least: float = 0.0):
     """(chi2 of the best monotone fit - chi2 of the best unimodal fit) / dispersion, and that
-    unimodal fit (None, with gain 0, for series shorter than two arms of two points)."""
+    unimodal fit (None, with gain 0, for series shorter than two arms of two points, or when
+    the monotone fit's own chi2 shows the gain cannot exceed `at_least`)."""
+    mono = best_monotone(y, w).chi2
+    if mono / dispersion <= at_least:
+        return 0.0, None  # the gain is at most the monotone fit's chi2: no need to search
     uni = unimodal_fit(y, w)
     if uni is None:
         return 0.0, None
-    return (best_monotone(y, w).chi2 - uni.chi2) / dispersion, uni
+    return (mono - uni.chi2) / dispersion, uni
 
 
 def one_removed_chi2(y: np.ndarray, w: np.ndarray) -> float:

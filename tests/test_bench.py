@@ -59,3 +59,19 @@ def test_train_bench_reads_the_targets_off_the_rungs():
     rows[1]["flops_per_s"] = rows[2]["flops_per_s"] = 0.9 * peak
     rows[0]["flops_per_s"] = 0.9 * peak
     assert all(line.endswith(": met") for line in bench.target_lines(rows, peak))
+
+
+def test_report_bench_times_every_phase_on_a_tiny_ladder(capsys):
+    bench = _script("report_speed")
+    df = bench.synthetic_results(runs=4, seeds=2, checkpoints=6, tasks=3)
+    assert len(df) == 4 * 6 * (1 + 3 * 4) and df.run.nunique() == 4 and df.params.nunique() == 2
+    code = bench.main(["--runs", "4", "--seeds", "1", "--tasks", "2", "--checkpoints", "8",
+                       "--bootstrap", "0", "--no-default"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "288 rows" in out  # 4 runs x 8 checkpoints x (2 tasks x 4 metrics + val loss)
+    for phase in ("loading", "loss fits", "emergence.detect", "dynamics.detect", "mirage",
+                  "backtest", "figure metric_vs_params", "figures", "seeds", "writing",
+                  "sum of phases", "build_report end to end"):
+        assert re.search(rf"^ *{re.escape(phase)} +\d+\.\d\d$", out, re.M), phase
+    assert not hasattr(bench.figures.metric_vs_params, "__wrapped__")  # unwrapped again
