@@ -581,6 +581,17 @@ example:
 """
 
 
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scaling report", description=HELP, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -588,7 +599,7 @@ def parser() -> argparse.ArgumentParser:
                    help="results file or runs directory")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="output directory (default: reports)")
-    p.add_argument("--bootstrap", type=int, default=100, metavar="N",
+    p.add_argument("--bootstrap", type=_non_negative, default=100, metavar="N",
                    help="bootstrap resamples for the 95%% intervals (default 100; fewer is "
                         "faster, 0 skips the intervals)")
     return p

@@ -234,3 +234,10 @@ def test_report_names_curves_that_turn_back_and_outlier_sizes():
     lines = _section_emergence(em, emergence.probe_rows(emergence.last_checkpoints(df)))
     assert any(x.startswith("- `copy` (3-shot) exact_match:") and "verdict flat" in x
                for x in lines)
+
+
+def test_negative_bootstrap_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--results", str(tmp_path), "--out", str(tmp_path / "out"), "--bootstrap", "-1"])
+    assert exc.value.code == 2 and "must be 0 or more" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
