@@ -16,13 +16,16 @@ added. Tasks whose metrics are all present (here the multiple-choice ones) are s
 How a task is scored (all batched, fp32, under torch.inference_mode):
 1. Generation tasks, one forward pass over prompt + gold answer, KV cache kept: every gold
    token's log-probability and whether it is the argmax (answer_logprob, answer_prob,
-   token_accuracy), and the greedy output. Greedy decoding (stops at a stop string or eot, or after
-   len(gold) + 2 tokens) agrees with the gold answer up to the first position where the
-   teacher-forced argmax differs, so an example whose argmax reproduces the answer and
-   then a stop token needs no decoding, and the others resume decoding from the cached
-   prefix at their first divergence (`teacher_force_and_decode`). Rows share a batch when
-   their prompts have equal length (a cached batch shares positions), and the prefix that
-   every prompt of a batch opens with runs once (`_prefill`).
+   token_accuracy: with the char tokenizer a token is a character; other tokenizers get
+   token_accuracy's per-character flags from one more decoding step per gold character
+   inside a gold token, `char_greedy_flags`), and the greedy output. Greedy decoding (stops
+   at a stop string or eot, or after len(gold) + 2 tokens) agrees with the gold answer up
+   to the first position where the teacher-forced argmax differs, so an example whose
+   argmax reproduces the answer and then a stop token needs no decoding, and the others
+   resume decoding from the cached prefix at their first divergence
+   (`teacher_force_and_decode`). Rows share a batch when their prompts have equal length (a
+   cached batch shares positions), and the prefix that every prompt of a batch opens with
+   runs once (`_prefill`).
 2. Multiple choice: every option's summed log-likelihood; the prompt is run once and the
    options continue from its KV cache (`choice_logprobs`).
 
@@ -52,7 +55,8 @@ import torch.nn.functional as F
 from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import (
     CheckpointError, list_checkpoints, load_model, read_metadata, unfinished_checkpoints)
-from scaling.metrics import aggregate, choice_scores, cut_at_stops, generate_scores
+from scaling.metrics import (
+    aggregate, choice_scores, cut_at_stops, generate_scores, greedy_char_hit)
 from scaling.results import KEY, RESULTS_FILE, ResultsError, append_rows, read_file
 from scaling.tasks import GENERATE, Task, UnknownTaskError, get_tasks
 from scaling.tasks.base import EXTRA_TOKENS, fit_context, generation_budget, room_needed
@@ -456,6 +460,51 @@ def _resume(model, cache, plen: int, items: list[tuple], stops: torch.Tensor
     return _decode(model, sub, logits, left, stops, positions=point + 1)
 
 
+def one_token_per_char(tokenizer) -> bool:
+    """Whether text encodes character by character, one token each (the char tokenizer).
+
+    Teacher forcing on the gold tokens is then conditioning on the text prompt + gold[:i],
+    so token_accuracy's per-character flags come from the one teacher-forced pass.
+    """
+    from scaling.data.tokenizer import CharTokenizer
+
+    return isinstance(tokenizer, CharTokenizer)
+
+
+def char_greedy_flags(model, tokenizer, contexts: Sequence[list[int]], answers: Sequence[str],
+                      batch_size: int = DEFAULT_BATCH_SIZE,
+                      forced: Sequence[tuple[list[int], ContinuationScore]] | None = None
+                      ) -> list[list[bool]]:
+    """token_accuracy's flags for any tokenizer (scaling/metrics.py): per gold character
+    c_i, whether the greedy next token after the text context + answer[:i] begins with c_i.
+
+    The context is the (cut) prompt's tokens, decoded to text; each prefix is encoded whole,
+    as lm-eval's backends encode a generate_until context, and decoded one step. forced:
+    per example, the gold tokens and their teacher-forced scores after `contexts`; a prefix
+    whose tokens are the context's plus the first j gold tokens (a token boundary of the
+    answer) takes the argmax at j from there instead of a decoding step of its own.
+    """
+    flags: list[list[bool]] = [[False] * len(a) for a in answers]
+    prompts, owner = [], []
+    for j, (ctx, ans) in enumerate(zip(contexts, answers)):
+        text = tokenizer.decode(ctx)
+        gold, score = forced[j] if forced is not None else ([], None)
+        ends = np.cumsum([len(tokenizer.decode([t])) for t in gold]).tolist()
+        for i in range(len(ans)):
+            tokens = tokenizer.encode(text + ans[:i])
+            k = 0 if i == 0 else ends.index(i) + 1 if i in ends else -1
+            if score is not None and k >= 0 and tokens == list(ctx) + list(gold[:k]):
+                flags[j][i] = greedy_char_hit(tokenizer.decode([score.argmax[k]]), ans[i])
+                continue
+            prompts.append(tokens)
+            owner.append((j, i))
+    gens = greedy_generate(model, prompts, [1] * len(prompts),
+                           stop_token_ids(tokenizer, ()), batch_size)
+    for (j, i), g in zip(owner, gens):
+        flags[j][i] = greedy_char_hit(tokenizer.decode(g), answers[j][i])
+    return flags
+
+
 def score_task(model, tokenizer, prep: Prepared,
                batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, tuple[float, float]]:
     """metric -> (mean, stderr) of one task on one model."""
@@ -466,11 +515,16 @@ def score_task(model, tokenizer, prep: Prepared,
         contexts = [fit_context(c, room_needed(GENERATE, len(g), block), block)
                     for c, g in zip(prep.contexts, prep.golds)]
         tf, outs = teacher_force_and_decode(model, contexts, prep.golds, stop_ids, batch_size)
+        if one_token_per_char(tokenizer):  # the teacher-forced argmax is the greedy character
+            flags = [s.argmax[: len(g)] == np.asarray(g) for s, g in zip(tf, prep.golds)]
+        else:
+            flags = char_greedy_flags(model, tokenizer, contexts,
+                                      [ex.answer for ex in prep.examples], batch_size,
+                                      forced=list(zip(prep.golds, tf)))
         per = []
-        for ex, gold, s, out in zip(prep.examples, prep.golds, tf, outs):
+        for ex, s, out, f in zip(prep.examples, tf, outs, flags):
             pred = cut_at_stops(tokenizer.decode(out), task.stop)
-            per.append(generate_scores(pred, ex.answer, s.logprobs,
-                                       s.argmax[: len(gold)] == np.asarray(gold)))
+            per.append(generate_scores(pred, ex.answer, s.logprobs, f))
         return aggregate(per)
     contexts = [fit_context(c, room_needed(task.kind, max(map(len, opts)), block), block)
                 for c, opts in zip(prep.contexts, prep.choices)]
@@ -528,13 +582,14 @@ def _resolve_device(device: str) -> str:
 def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = "all",
                  batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto",
                  threads: int = DEFAULT_THREADS, n: int | None = None,
-                 workers: int = 1) -> int:
+                 workers: int = 1, on_rows=None) -> int:
     """Score every checkpoint of `run_dir` on `tasks`; returns the number of rows written.
 
     n: instances per task instead of each task's default (the same instances, fewer).
     workers: checkpoints scored at once, each in its own process with `threads` threads
     (scaling/eval_pool.py); 1 scores them in this process. Rows are written checkpoint by
-    checkpoint in step order either way.
+    checkpoint in step order either way. on_rows: called with each checkpoint's rows once
+    they are written (the wandb logger: one point per checkpoint on every series).
 
     tasks: None / "default" (every registered task), names or ids (comma-separated string
     or list), or Task objects. checkpoints: "all" or "last". (checkpoint, task) pairs whose
@@ -586,6 +641,8 @@ def evaluate_run(run_dir, tasks=None, progress: bool = True, checkpoints: str = 
         for rows in rows_per_checkpoint:
             append_rows(run_dir, rows)  # per checkpoint: a crash keeps finished work
             written += len(rows)
+            if on_rows is not None:
+                on_rows(rows)
     return written
 
 
@@ -714,9 +771,16 @@ def main(argv: list[str] | None = None) -> int:
             raise EvalError(f"--batch-size must be >= 1, got {args.batch_size}")
         workers = _parse_workers(args.workers, args.threads, args.device)
         keep_freed_memory()
-        n = evaluate_run(args.run_dir, tasks=args.tasks, progress=not args.no_progress,
-                         checkpoints=args.checkpoints, batch_size=args.batch_size,
-                         device=args.device, threads=args.threads, workers=workers)
+        from scaling.logger import for_eval
+
+        logger = for_eval(Path(args.run_dir))  # adds to the run's own wandb run, if it had one
+        try:
+            n = evaluate_run(args.run_dir, tasks=args.tasks, progress=not args.no_progress,
+                             checkpoints=args.checkpoints, batch_size=args.batch_size,
+                             device=args.device, threads=args.threads, workers=workers,
+                             on_rows=logger.log_eval_rows)
+        finally:
+            logger.finish()
     except (EvalError, UnknownTaskError, CheckpointError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,17 +4,35 @@ The native evaluator (`scaling/evaluate.py`) and the lm-eval hooks
 (`scaling/lm_eval_tasks/hooks.py`) both call the functions here, so a metric means the same
 thing whichever path produced the number.
 
-Generation probes (one gold answer, greedy decoding):
+Generation probes (one gold answer, greedy decoding). Every generation metric is defined on
+the TEXT of the gold answer, so it means the same for any tokenizer (a model of another
+family scored through lm-eval's `hf` backend included); for a tokenizer with one token per
+character (`char`, this project's default) each definition below equals the per-token one
+the project used before (token = character), so stored results keep their meaning.
 - `exact_match`: 1 if the greedy output equals the gold answer exactly, else 0.
-  Discontinuous: one wrong token and the example scores 0.
-- `token_accuracy`: share of gold answer tokens that are the model's argmax under teacher
-  forcing (each position sees the prompt and the gold tokens before it).
+  Discontinuous: one wrong character and the example scores 0.
+- `token_accuracy` (per-character greedy accuracy; the name is the schema's): share of the
+  gold answer's characters c_i that are the model's greedy next character after the text
+  prompt + gold[:i] (teacher forcing on text). "Greedy next character" is the first
+  character of the model's greedy continuation of that text: its tokenizer encodes
+  prompt + gold[:i] whole, the model emits its argmax token, and c_i counts when that
+  token's text begins with c_i (an end-of-text token, or one that decodes to nothing,
+  counts as a miss). With one token per character this is "the gold token is the argmax
+  under teacher forcing" (the evaluator computes it from one teacher-forced pass). With
+  BPE a context cut inside a word ends where the tokenizer rarely ends one in training,
+  so the flags at such positions are what the model does from an unusual token boundary;
+  a gold "23" stored as one token counts at i=0 when the argmax token is "23" or "2" or
+  any token starting with "2". The lm-eval tasks ask one generate_until request per
+  character (max_gen_toks=1, no stop strings) for it.
 - `edit_similarity`: 1 - Levenshtein(output, gold) / max(len(output), len(gold)), over
   characters, in [0, 1] (1 when both are empty).
-- `answer_logprob`: mean log-probability (nats) of the gold answer tokens under teacher
-  forcing; <= 0, higher is better.
+- `answer_logprob`: log-probability (nats) of the gold answer text after the prompt, per
+  CHARACTER of the answer (total log-probability / len(gold)); <= 0, higher is better. The
+  total is that of the model's tokenization of the answer (the answer's tokens after the
+  prompt's, as lm-eval scores a continuation); with one token per character it is the mean
+  gold-token log-probability.
 - `answer_prob`: exact probability of the whole gold answer under teacher forcing, the
-  product of its token probabilities, exp(sum of the gold tokens' log-probabilities), in
+  product of its token probabilities, exp(total log-probability), in
   [0, 1]. Averaged over examples it is the rate at which sampling from the model (at
   temperature 1) would produce the gold answer's tokens, so it resolves success rates far
   below the 1/n that exact match on n examples can see (what PassUntil, Hu et al. 2023,
@@ -99,24 +117,33 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def generate_scores(pred: str, gold: str, token_logprobs: Sequence[float],
-                    token_is_argmax: Sequence[bool]) -> dict[str, float]:
-    """All generation metrics of one example.
+def greedy_char_hit(continuation: str, char: str) -> bool:
+    """Whether a greedy continuation (the text of the model's argmax next token, or more)
+    begins with the gold character `char`: one flag of `token_accuracy`."""
+    return bool(char) and continuation.startswith(char)
 
-    pred: greedy output (already cut at stop strings); gold: the gold answer;
-    token_logprobs / token_is_argmax: per gold token, under teacher forcing.
+
+def generate_scores(pred: str, gold: str, answer_logprobs: Sequence[float],
+                    char_is_greedy: Sequence[bool]) -> dict[str, float]:
+    """All generation metrics of one example (definitions in the module docstring).
+
+    pred: greedy output (already cut at stop strings); gold: the gold answer (non-empty);
+    answer_logprobs: log-probabilities whose sum is log p(gold | prompt): one per gold
+    token (the evaluator) or a single total (lm-eval's loglikelihood of the answer);
+    char_is_greedy: one flag per gold CHARACTER, whether it is the greedy next character.
     """
-    m = len(token_logprobs)
-    if m == 0 or m != len(token_is_argmax):
-        raise ValueError("need one log-probability and one argmax flag per gold token")
+    if not gold or len(char_is_greedy) != len(gold):
+        raise ValueError("need a non-empty gold answer and one greedy flag per gold character")
+    if len(answer_logprobs) == 0:
+        raise ValueError("need the gold answer's log-probability")
     # Summed left to right in float64 in both paths, so native and lm-eval agree to the
-    # rounding of the token log-probabilities themselves.
-    total = float(sum(float(lp) for lp in token_logprobs))
+    # rounding of the log-probabilities themselves.
+    total = float(sum(float(lp) for lp in answer_logprobs))
     return {
         "exact_match": float(pred == gold),
-        "token_accuracy": sum(bool(g) for g in token_is_argmax) / m,
+        "token_accuracy": sum(bool(g) for g in char_is_greedy) / len(gold),
         "edit_similarity": 1.0 if pred == gold else edit_similarity(pred, gold),
-        "answer_logprob": total / m,
+        "answer_logprob": total / len(gold),
         "answer_prob": math.exp(total),
     }
 

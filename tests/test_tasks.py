@@ -199,6 +199,22 @@ def test_generate_and_choice_scores():
     assert metrics.cut_at_stops("abc", ()) == "abc"
 
 
+def test_generation_metrics_are_per_character():
+    # The same gold answer scored by a tokenizer that keeps "52" as one token: the flags and
+    # the log-probability are per character of the text, whatever the tokens were.
+    per_token = metrics.generate_scores("52", "521", [-0.3, -3.0], [True, True, False])
+    whole = metrics.generate_scores("52", "521", [-3.3], [True, True, False])
+    char = metrics.generate_scores("52", "521", [-0.1, -0.2, -3.0], [True, True, False])
+    assert per_token == pytest.approx(whole) and whole == pytest.approx(char)
+    assert char["answer_logprob"] == pytest.approx(-3.3 / 3)
+    with pytest.raises(ValueError, match="one greedy flag per gold character"):
+        metrics.generate_scores("52", "521", [-3.3], [True, False])  # two flags, 3 characters
+    # A greedy next token counts for the gold character it begins with.
+    assert metrics.greedy_char_hit("52", "5") and metrics.greedy_char_hit("5", "5")
+    assert not metrics.greedy_char_hit(" 5", "5") and not metrics.greedy_char_hit("", "5")
+
+
+
 def test_mean_stderr():
     assert metrics.mean_stderr([1.0]) == (1.0, 0.0)
     mean, se = metrics.mean_stderr([0, 1, 1, 0])

@@ -7,11 +7,16 @@ working directory. Every task carries the tag `scaling_probes` (`--tasks scaling
 runs them all). The hooks live in the installed package (`scaling.lm_eval_tasks.hooks`);
 the exported directory holds data and YAML only.
 
-Generation tasks are `ProbeTask`s (a generate_until request plus one loglikelihood request
-per gold token, see hooks.py; the per-token log-probabilities give token_accuracy,
-answer_logprob and answer_prob); multiple-choice tasks use lm-eval's multiple_choice output
-type with an empty target delimiter (options follow the prompt directly, as in the
-corpus). Both compute their metrics in `process_results` with scaling.metrics.
+Generation tasks are `ProbeTask`s (a generate_until request, a loglikelihood request for the
+gold answer and one single-token generate_until request per gold character, see hooks.py);
+multiple-choice tasks use lm-eval's multiple_choice output type with an empty target
+delimiter (options follow the prompt directly, as in the corpus). Both compute their
+metrics in `process_results` with scaling.metrics, on text only: the tasks score any
+backend (the `scaling` model, lm-eval's `hf` with any tokenizer) with the same meaning.
+The tokenizer and block size an export is made for only cut prompts to the window the
+native evaluator uses and set the decoding budget (gold tokens + 2; with the char
+tokenizer, gold characters + 2, enough for any tokenizer whose tokens hold a character or
+more: the default for models of other families).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ TAG = "scaling_probes"
 PREFIX = "probe_"
 MANIFEST = "MANIFEST.json"
 HOOKS = "scaling.lm_eval_tasks.hooks"
+# Bumped when the requests or the JSONL fields change, so an older export is rewritten.
+# 2: token_accuracy per gold character (text), answer log-probability in one request.
+FORMAT = 2
 
 
 def lm_eval_name(task: Task) -> str:
@@ -63,9 +71,7 @@ def _docs(task: Task, tokenizer, block_size: int | None) -> list[dict]:
         doc = {"id": i, "task": task.name, "shots": task.shots_column,
                "context": context, "answer": ex.answer}
         if task.kind == GENERATE:
-            pieces = [tokenizer.decode([t]) for t in tokenizer.encode(ex.answer)]
-            doc.update(answer_pieces=pieces, stop=list(task.stop),
-                       max_gen_toks=len(pieces) + EXTRA_TOKENS)
+            doc.update(stop=list(task.stop), max_gen_toks=answer + EXTRA_TOKENS)
         else:
             doc.update(choices=list(ex.choices), gold=task.gold_index(ex))
         docs.append(doc)
@@ -86,7 +92,7 @@ def task_yaml(task: Task, data_file: Path) -> dict:
         "num_fewshot": 0,
         "doc_to_text": "context",
         "target_delimiter": "",
-        "metadata": {"version": 1, "task": task.name, "shots": task.shots_column},
+        "metadata": {"version": FORMAT, "task": task.name, "shots": task.shots_column},
     }
     if task.kind == GENERATE:
         cfg.update({
@@ -128,7 +134,7 @@ def fingerprint(tasks: list[Task], tokenizer_name: str, block_size: int | None) 
     # hooks return (lm-eval fails on one it cannot aggregate), so a metric added to
     # scaling.metrics refreshes an old export.
     payload = [repr(t) + type(t).__qualname__ + ",".join(t.metrics) for t in tasks]
-    text = json.dumps([payload, tokenizer_name, block_size, DATA_VERSION, PREFIX])
+    text = json.dumps([payload, tokenizer_name, block_size, DATA_VERSION, PREFIX, FORMAT])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -136,12 +142,12 @@ def export(out_dir, tasks=None, tokenizer: str = "char", block_size: int | None 
            force: bool = True) -> list[str]:
     """Write YAML + JSONL for each task into `out_dir`; returns the lm-eval task names.
 
-    tasks: as scaling.tasks.get_tasks (None = every registered task). tokenizer: splits gold
-    answers into the per-token pieces scored by token_accuracy (use the checkpoints'
-    tokenizer). block_size: the models' context; prompts are cut to the window the native
-    evaluator uses, so that scores agree (None: prompts kept whole, which only matters for
-    prompts longer than the block). With force=False an export whose MANIFEST matches is
-    left as it is.
+    tasks: as scaling.tasks.get_tasks (None = every registered task). tokenizer: the one
+    prompts are cut with and the decoding budget counted in (use the checkpoints'
+    tokenizer; `char` for models of other families). block_size: the models' context;
+    prompts are cut to the window the native evaluator uses, so that scores agree (None:
+    prompts kept whole, which only matters for prompts longer than the block). With
+    force=False an export whose MANIFEST matches is left as it is.
     """
     from scaling.data.tokenizer import get_tokenizer
 

@@ -3,11 +3,16 @@
 - `LocalTask`: reads the task's instances from the JSONL written next to its YAML (by
   absolute path; never the network).
 - `ProbeTask`: generation probes need, per instance, one greedy generation (exact_match,
-  edit_similarity) and the teacher-forced score of every gold token (token_accuracy,
-  answer_logprob, answer_prob). lm-eval's loglikelihood request returns only a sum and an all-greedy
-  flag, so the task asks one single-token loglikelihood request per gold token
-  (context + gold[:i], gold[i]) next to its generate_until request, as lm-eval's own
-  SQuAD v2 task mixes request types.
+  edit_similarity), the log-probability of the gold answer (answer_logprob, answer_prob)
+  and, per gold CHARACTER c_i, whether the model's greedy next token after the text
+  prompt + gold[:i] begins with c_i (token_accuracy; definitions in scaling/metrics.py).
+  The task asks, as lm-eval's own SQuAD v2 task mixes request types: a generate_until
+  request, one loglikelihood request (prompt, gold), and one generate_until request per
+  gold character (prompt + gold[:i], max_gen_toks=1, no stop strings). A greedy flag is
+  asked of generation, not of loglikelihood's is_greedy: a backend that encodes context
+  and continuation together (lm-eval's `hf`) can merge a one-character continuation into
+  the context's last token, and the flag would then judge another string. Everything is
+  text, so any backend and tokenizer gives scores with the same meaning.
 - `process_generate` / `process_choice`: the per-instance metrics, computed by
   scaling.metrics exactly as the native evaluator computes them.
 """
@@ -20,7 +25,7 @@ from pathlib import Path
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
-from scaling.metrics import choice_scores, cut_at_stops, generate_scores
+from scaling.metrics import choice_scores, cut_at_stops, generate_scores, greedy_char_hit
 
 
 def load_docs(data_file: str, **_metadata) -> dict:
@@ -49,30 +54,38 @@ class LocalTask(ConfigurableTask):
 
 
 class ProbeTask(LocalTask):
-    """A generate_until task that also scores every gold token under teacher forcing."""
+    """A generate_until task that also scores the gold answer and each of its characters."""
 
     def construct_requests(self, doc: dict, ctx: str, **kwargs) -> list[Instance]:
-        """One generate_until request (idx 0), then one loglikelihood per gold token."""
+        """Greedy generation (idx 0), log-likelihood of the gold answer (idx 1), then one
+        single-token greedy generation per gold character (idx 2 + i)."""
         kwargs.pop("apply_chat_template", None)
         kwargs.pop("chat_template", None)
+        answer = doc["answer"]
         gen_kwargs = {"until": list(doc["stop"]), "max_gen_toks": int(doc["max_gen_toks"]),
                       "do_sample": False}
-        pieces = doc["answer_pieces"]
+        # No stop strings: the one token decoded is judged whole (a backend still stops at
+        # its end-of-text token, which then reads as a miss).
+        next_kwargs = {"until": [], "max_gen_toks": 1, "do_sample": False}
         requests = [Instance(request_type="generate_until", doc=doc,
-                             arguments=(ctx, gen_kwargs), idx=0, **kwargs)]
-        requests += [Instance(request_type="loglikelihood", doc=doc,
-                              arguments=(ctx + "".join(pieces[:i]), piece), idx=i + 1,
+                             arguments=(ctx, gen_kwargs), idx=0, **kwargs),
+                    Instance(request_type="loglikelihood", doc=doc,
+                             arguments=(ctx, answer), idx=1, **kwargs)]
+        requests += [Instance(request_type="generate_until", doc=doc,
+                              arguments=(ctx + answer[:i], dict(next_kwargs)), idx=2 + i,
                               **kwargs)
-                     for i, piece in enumerate(pieces)]
+                     for i in range(len(answer))]
         return requests
 
 
 def process_generate(doc: dict, results: list) -> dict[str, float]:
-    """Generation metrics from [generated text, (logprob, is_greedy) per gold token]."""
+    """Generation metrics from [generated text, (log-likelihood of the gold answer,
+    is_greedy), greedy next text after prompt + gold[:i] for each gold character i]."""
+    answer = doc["answer"]
     pred = cut_at_stops(results[0], doc["stop"])
-    token_results = results[1:]
-    return generate_scores(pred, doc["answer"], [lp for lp, _ in token_results],
-                           [bool(greedy) for _, greedy in token_results])
+    logprob = float(results[1][0])
+    flags = [greedy_char_hit(text, c) for text, c in zip(results[2:], answer, strict=True)]
+    return generate_scores(pred, answer, [logprob], flags)
 
 
 def process_choice(doc: dict, results: list) -> dict[str, float]:
