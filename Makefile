@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,lmeval]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,lmeval,parquet,hf]"
 	touch $@
 
 ladder: $(VENV)/.installed  ## the main job: default ladder, end to end (train, eval, report)

@@ -602,7 +602,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_non_negative, default=100, metavar="N",
                    help="bootstrap resamples for the 95%% intervals (default 100; fewer is "
                         "faster, 0 skips the intervals)")
+    p.add_argument("--wandb", nargs="?", const="scaling", metavar="PROJECT",
+                   help="also log the figures (images) and the report with its results (an "
+                        "artifact) to a wandb run in PROJECT (default scaling); online with an "
+                        "API key, else offline; WANDB_MODE decides when set")
     return p
+
+
+def _to_wandb(out_dir, written: dict[str, Path], results, project: str) -> int:
+    """`--wandb`: send the written report to wandb; 0, or 1 with a one-line error."""
+    from scaling.logger import log_report
+
+    try:
+        where = log_report(Path(out_dir), written, results, project)
+    except Exception as exc:  # wandb's errors vary; the report on disk is complete anyway
+        print(f"error: the report is written but not logged to wandb: "
+              f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return 1
+    print(f"logged the report to wandb: {where}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the report: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} files to {args.out} (see {Path(args.out) / 'report.md'})")
+    if args.wandb:
+        return _to_wandb(Path(args.out), written, args.results, args.wandb)
     return 0
 
 

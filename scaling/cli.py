@@ -17,9 +17,14 @@ COMMANDS = {
     "train": ("scaling.train", "main", "train (or resume) one rung"),
     "eval": ("scaling.evaluate", "main", "score every checkpoint of a run on the probe tasks"),
     "sweep": ("scaling.sweep", "main", "run a wandb sweep YAML locally, no W&B server needed"),
+    "results": ("scaling.results_cli", "main",
+                "results files: import-lm-eval turns lm-eval output of any model family "
+                "into rows"),
     "report": ("analysis.report", "main", "fit, detect emergence and write reports/"),
     "lm-eval": ("scaling.lm_eval_backend", "cli_main",
                 "lm-eval's CLI with the `scaling` model and the probe tasks registered"),
+    "export": ("scaling.export", "main",
+               "write a checkpoint as a transformers GPT-NeoX directory (Pythia's format)"),
 }
 
 USAGE = """usage: scaling COMMAND [ARGS...]

@@ -69,7 +69,7 @@ class RunConfig:
     root: str = "runs/default"  # parent of derived run directories (a sweep's directory)
     name: str = ""  # run name in results (default: the directory's name)
     data_root: str = "data"  # where built corpora are cached, keyed by spec hash
-    wandb: str = "disabled"  # disabled | offline | online (online needs a login)
+    wandb: str = "auto"  # auto (on under a wandb agent) | disabled | offline | online
     wandb_project: str = "scaling"  # wandb project name
     threads: int = 0  # torch CPU threads (0 = torch default)
     evaluate: bool = False  # after training, score every checkpoint on the probe tasks
@@ -119,8 +119,9 @@ class Config:
             raise ConfigError(f"train.device={t.device!r}: must be auto, cpu or cuda")
         if t.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.dtype={t.dtype!r}: must be auto, fp32 or bf16")
-        if r.wandb not in ("disabled", "offline", "online"):
-            raise ConfigError(f"run.wandb={r.wandb!r}: must be disabled, offline or online")
+        if r.wandb not in ("auto", "disabled", "offline", "online"):
+            raise ConfigError(
+                f"run.wandb={r.wandb!r}: must be auto, disabled, offline or online")
         try:
             self.data.validate()
         except ValueError as exc:

@@ -19,7 +19,9 @@ from pathlib import Path
 from scaling import ladder
 from scaling.config import load_config
 
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+# The sweep YAMLs are package data, so an installed `scaling ladder` finds them anywhere;
+# the repository's top-level sweeps/ is a link to this folder (`wandb sweep sweeps/...`).
+SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 PRESETS = {"cpu": "ladder.yaml", "quick": "quick.yaml", "tiny": "tiny.yaml",
            "seeds": "seeds.yaml"}
 # Sustained share of the matmul peak a training step reaches (bench/train_throughput.py:
@@ -99,6 +101,19 @@ def report_dir(sweep_name: str, root: Path) -> Path:
     return Path("reports") if default else Path(root) / "report"
 
 
+def where_message(sweep, out: str | None) -> str:
+    """Where a sweep's runs, corpus cache and report go: run.root and run.data_root are
+    relative to the current directory (the YAMLs say runs/<sweep> and data), so the same
+    command works from a checkout or, installed, from any directory."""
+    from scaling.sweep import run_args
+
+    cfg = load_config(None, run_args(sweep.runs[0]))
+    root = cfg.run_dir().parent
+    report = Path(out) if out else report_dir(sweep.name, root)
+    return (f"  runs in {root.resolve()}, corpus cache in {Path(cfg.run.data_root).resolve()}, "
+            f"report to {report.resolve()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `scaling ladder`."""
     p = argparse.ArgumentParser(prog="scaling ladder", description=__doc__,
@@ -130,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_plan(sweep, _peak_flops())
+    print(where_message(sweep, args.out))
     t0 = time.perf_counter()
     try:
         outcome = run_sweep(sweep, args.jobs)

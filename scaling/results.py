@@ -197,9 +197,21 @@ def _check_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return df[COLUMNS + extra]
 
 
+def require_parquet(path: str | os.PathLike) -> None:
+    """Raise a one-line ResultsError when no Parquet engine is installed (pyarrow is the
+    optional extra `parquet`; pandas' own error is an ImportError with a traceback)."""
+    import importlib.util
+
+    if not any(importlib.util.find_spec(m) for m in ("pyarrow", "fastparquet")):
+        raise ResultsError(f"{path}: reading or writing Parquet needs pyarrow: "
+                           "pip install 'scaling[parquet]' (or save the results as CSV)")
+
+
 def read_file(path: str | os.PathLike) -> pd.DataFrame:
     """Read one results file (CSV or Parquet), checking it against the schema."""
     path = Path(path)
+    if path.suffix == ".parquet":
+        require_parquet(path)
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)

@@ -183,10 +183,14 @@ def load_sweep(path: str | Path, seed: int = 0) -> Sweep:
 
 
 def run_args(run: dict) -> list[str]:
-    """The flat `--name=value` arguments a wandb agent passes for one run (wandb's own code)."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+    """The flat `--name=value` arguments a wandb agent passes for one run.
 
-    return create_sweep_command_args({"args": {k: {"value": v} for k, v in run.items()}})["args"]
+    The agent formats each parameter as `f"--{name}={value}"` (wandb's
+    `create_sweep_command_args`, which is not public API): a bool is `True`/`False`, a
+    nested parameter a dict literal (`--data={'seed': 3}`). tests/test_wandb.py checks this
+    against wandb's own function while the installed wandb has it.
+    """
+    return [f"--{name}={value}" for name, value in run.items()]
 
 
 def command_line(sweep: Sweep, run: dict) -> list[str]:

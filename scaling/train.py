@@ -275,7 +275,7 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
         train_model = compile_for_training(train_model, device)
 
     logger = MetricsLogger(run_dir, cfg.run.wandb, cfg.run.wandb_project, run_name,
-                           cfg.to_dict(), enabled=master)
+                           cfg.to_dict(), enabled=master, device=device.type, bf16=use_bf16)
     meta_common = dict(run=run_name, rung=cfg.model.size, params=plan.params,
                        nonembed_params=plan.nonembed_params, data_hash=dhash,
                        seed=cfg.train.seed, tokenizer=manifest.get("tokenizer", "char"),
@@ -301,7 +301,7 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
         # rewrites the same row (rows are keyed), so no checkpoint is ever without its row.
         save_checkpoint(run_dir, step, state,
                         dict(meta_common, tokens=tokens, flops=flops, val_loss=val))
-        logger.log({"val/loss": val, "tokens": tokens}, step)
+        logger.log({"val/loss": val, "tokens": tokens, "flops": flops}, step)
 
     started = time.perf_counter()
     if start == 0 and 0 in plan.save_steps and not existing:
@@ -333,7 +333,8 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
             tps = tokens_since / elapsed
             logger.log({"train/loss": loss_val.item(), "lr": lr, "train/grad_norm": norm.item(),
                         "perf/tokens_per_s": tps, "perf/flops_per_s": tps * plan.flops_per_token,
-                        "tokens": done * plan.tokens_per_step}, done)
+                        "tokens": done * plan.tokens_per_step,
+                        "flops": done * plan.tokens_per_step * plan.flops_per_token}, done)
             bar.set_postfix(loss=f"{loss_val.item():.3f}", tok_s=f"{tps:,.0f}", refresh=False)
             t0, tokens_since = time.perf_counter(), 0
         bar.update(1)
@@ -354,7 +355,8 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
 
             t_eval = time.perf_counter()
             evaluate_run(run_dir, tasks=None if cfg.run.tasks == "default" else
-                         cfg.run.tasks.split(","), n=cfg.run.eval_n or None)
+                         cfg.run.tasks.split(","), n=cfg.run.eval_n or None,
+                         on_rows=logger.log_eval_rows)
             info["eval_seconds"] = time.perf_counter() - t_eval
             info["status"] = "evaluated"
             _write_json(run_dir / "run.json", info)

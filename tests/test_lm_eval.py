@@ -25,7 +25,9 @@ from scaling import evaluate as ev  # noqa: E402
 from scaling.checkpoint import list_checkpoints, load_model, save_checkpoint  # noqa: E402
 from scaling.data.skills.base import Example  # noqa: E402
 from scaling.data.tokenizer import get_tokenizer  # noqa: E402
-from scaling.lm_eval_backend import ScalingLM, cli_main, resolve_checkpoint  # noqa: E402
+from scaling import lm_eval_backend as backend  # noqa: E402
+from scaling.lm_eval_backend import (  # noqa: E402
+    ModelArgsError, ScalingLM, cli_main, resolve_checkpoint)
 from scaling.lm_eval_tasks import TAG, export, lm_eval_name  # noqa: E402
 from scaling.model import GPT, GPTConfig  # noqa: E402
 from scaling.tasks import LINE_START, Task, get_tasks  # noqa: E402
@@ -120,6 +122,9 @@ def test_model_is_registered():
     from lm_eval.api.registry import get_model
 
     assert get_model("scaling") is ScalingLM
+    # lm-eval's own models stay known with ours registered (its registry loads them only
+    # when empty at the first lookup)
+    assert get_model("hf").__name__ == "HFLM"
 
 
 def test_native_and_lm_eval_scores_agree(trained, tmp_path, monkeypatch):
@@ -133,6 +138,68 @@ def test_native_and_lm_eval_scores_agree(trained, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the exported tasks must not depend on the cwd
     via_lm_eval = lm_eval_scores(ckpt, tasks, tmp_path / "tasks")
     assert_same(native, via_lm_eval, tasks)
+
+
+def test_char_flags_are_the_teacher_forced_argmax_for_the_char_tokenizer(trained):
+    # token_accuracy is defined per gold character on text (scaling/metrics.py); with one
+    # token per character the teacher-forced argmax gives the same flags in one pass.
+    run_dir, (_, ckpt) = trained
+    model, _ = load_model(ckpt)
+    prep = ev.prepare(echo_task(model), TOK)
+    tf, _ = ev.teacher_force_and_decode(model, prep.contexts, prep.golds,
+                                        ev.stop_token_ids(TOK, ("\n",)))
+    fast = [list(s.argmax[: len(g)] == g) for s, g in zip(tf, prep.golds)]
+    text = ev.char_greedy_flags(model, TOK, prep.contexts, [e.answer for e in prep.examples])
+    assert [list(map(bool, f)) for f in fast] == text
+    assert 0 < sum(map(sum, text)) < sum(map(len, text))  # hits and misses both occur
+
+
+def test_bpe_checkpoint_native_and_lm_eval_agree(tmp_path):
+    # A checkpoint of ours with a BPE tokenizer: the evaluator asks one decoding step per
+    # gold character for token_accuracy, the lm-eval tasks one generate_until request.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    lines = [LINE_START + e.prompt + e.answer for e in get_tasks("addition_2d")[0].examples()]
+    bpe.train_from_iterator(lines, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.save(str(tmp_path / "bpe.json"))
+    tok = get_tokenizer(str(tmp_path / "bpe.json"))
+    cfg = GPTConfig(vocab_size=tok.vocab_size, n_layer=1, d_model=24, n_head=2, block_size=64)
+    model = GPT(cfg, seed=3)
+    counts = model.num_scaling_params()
+    save_checkpoint(tmp_path / "run", 0, {"model": model.state_dict(),
+                                          "model_config": dataclasses.asdict(cfg)},
+                    {"run": "bpe", "rung": "s1", "params": counts["total"],
+                     "nonembed_params": counts["nonembed"], "tokens": 0, "flops": 0.0,
+                     "tokenizer": str(tmp_path / "bpe.json")})
+    # Gold answers that start like the model's own greedy rollouts, so some characters hit.
+    prompts = [e.prompt for e in get_tasks("addition_2d")[0].examples()[:12]]
+    rolls = ev.greedy_generate(model, [tok.encode(LINE_START + p) for p in prompts], [3] * 12,
+                               ev.stop_token_ids(tok, ()))
+    fixed = tuple(Example("addition", 2, p, (tok.decode(r) or "5")[:3] + ("" if i % 2 else "9"))
+                  for i, (p, r) in enumerate(zip(prompts, rolls)))
+    task = FixedTask("echo", skill="addition", difficulty=2, fixed=fixed)
+    # At the answer's token boundaries the teacher-forced argmax stands in for a decoding
+    # step (the same tokens in); the flags are those of decoding at every character.
+    prep = ev.prepare(task, tok)
+    tf, _ = ev.teacher_force_and_decode(model, prep.contexts, prep.golds, {tok.eot_id})
+    answers = [e.answer for e in fixed]
+    assert ev.char_greedy_flags(model, tok, prep.contexts, answers,
+                                forced=list(zip(prep.golds, tf))) == \
+        ev.char_greedy_flags(model, tok, prep.contexts, answers)
+    native = native_scores(tmp_path / "run", 0, [task])
+    assert 0 < native[("echo", 0, "token_accuracy")] < 1
+    names = export(tmp_path / "tasks", tasks=[task], tokenizer=str(tmp_path / "bpe.json"),
+                   block_size=64)
+    out = lm_eval.simple_evaluate(
+        model="scaling", model_args=f"checkpoint={resolve_checkpoint(tmp_path / 'run')}",
+        tasks=names, task_manager=TaskManager(include_path=str(tmp_path / "tasks"),
+                                              include_defaults=False))
+    assert_same(native, {names[0]: out["results"][names[0]]}, [task])
 
 
 def test_a_task_defined_here_flows_through(tmp_path, monkeypatch):
@@ -201,7 +268,7 @@ def test_export_writes_local_tasks(tmp_path):
     ex = tasks[0].examples()
     assert [d["answer"] for d in docs] == [e.answer for e in ex]
     assert docs[0]["context"] == LINE_START + ex[0].prompt
-    assert docs[0]["answer_pieces"] == list(ex[0].answer)
+    assert "answer_pieces" not in docs[0]  # scored per character of `answer` (text)
     assert docs[0]["max_gen_toks"] == len(ex[0].answer) + 2
     mc = json.loads((tmp_path / "probe_addition_mc_2d.jsonl").read_text().split("\n")[0])
     assert mc["choices"][mc["gold"]] == mc["answer"]
@@ -370,3 +437,107 @@ def test_cli_run_errors_are_one_line(tmp_path, monkeypatch, capsys):
     run = save_untrained(tmp_path / "run2")
     err = one_line_error(["--model_args", f"checkpoint={run}", "--tasks", "probe_copy_99"])
     assert "probe_copy_99" in err and TAG in err
+
+
+# ----------------------------------------------------------------------------- model_args
+
+
+@pytest.mark.parametrize("args, message", [
+    ("revison=step0", "unknown model_args 'revison' (did you mean 'revision'?)"),
+    ("pretrained=x", "unknown model_args 'pretrained' (did you mean 'checkpoint'?)"),
+    ("dtype=float16", "unknown model_args 'dtype'; the scaling model takes checkpoint, "
+                      "revision, batch_size, max_batch_size, device, threads"),
+    ("batch_size=big", "batch_size must be a whole number or auto, got 'big'"),
+    ("max_batch_size=0", "max_batch_size must be >= 1"),
+])
+def test_bad_model_args_are_refused(tmp_path, args, message):
+    """lm-eval's HFLM refuses arguments it does not take; so does the scaling model (a
+    misspelt revision used to score the last checkpoint without a word)."""
+    run = save_untrained(tmp_path / "run")
+    with pytest.raises(ModelArgsError) as info:
+        ScalingLM.create_from_arg_string(f"checkpoint={run},{args}")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_checkpoint_is_refused():
+    for call in (lambda: ScalingLM.create_from_arg_string("batch_size=4"),
+                 lambda: ScalingLM.create_from_arg_obj({}, {"batch_size": 1}),
+                 lambda: ScalingLM()):
+        with pytest.raises(ModelArgsError, match="needs model_args checkpoint=PATH"):
+            call()
+
+
+def test_cli_model_args_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    run = save_untrained(tmp_path / "run")
+    monkeypatch.setenv("SCALING_LM_EVAL_TASKS", str(tmp_path / "auto"))
+
+    def one_line_error(args):
+        code = cli_main(["run", "--model", "scaling", *args, "--tasks", "probe_copy_4"])
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+
+    assert "'revison'" in one_line_error(["--model_args", f"checkpoint={run},revison=step0"])
+    # lm-eval also takes model_args as separate words
+    assert "'revison'" in one_line_error(["--model_args", f"checkpoint={run}", "revison=0"])
+    assert "needs model_args checkpoint=PATH" in one_line_error(["--model_args", "device=cpu"])
+    assert "needs model_args checkpoint=PATH" in one_line_error([])
+
+
+# ----------------------------------------------------------------------------- batch size
+
+
+def test_auto_batch_size_on_cpu_follows_memory(tmp_path, monkeypatch):
+    run = save_untrained(tmp_path / "run")
+    lm = ScalingLM(checkpoint=str(run), batch_size="auto", device="cpu")
+    assert lm.batch_size == ev.DEFAULT_BATCH_SIZE  # a CPU gains nothing past it
+    assert ScalingLM(checkpoint=str(run), batch_size="auto:4", max_batch_size=40,
+                     device="cpu").batch_size == 32  # a power of two up to max_batch_size
+    # Little memory left: as many rows as fit in half of it.
+    per_row = backend.row_bytes(lm.model.cfg)
+    monkeypatch.setattr(backend, "_available_memory", lambda: 2 * 10 * per_row)
+    assert ScalingLM(checkpoint=str(run), batch_size="auto", device="cpu").batch_size == 8
+    assert ScalingLM(checkpoint=str(run), batch_size=64, device="cpu").batch_size == 64
+
+
+def test_auto_batch_size_halves_on_out_of_memory():
+    tried = []
+
+    def probe(size):
+        tried.append(size)
+        if size > 48:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert backend.largest_that_runs(256, probe) == 32
+    assert tried == [256, 128, 64, 32]
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        backend.largest_that_runs(4, lambda size: probe(100))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_batch_size_on_cuda(tmp_path):
+    run = save_untrained(tmp_path / "run")
+    lm = ScalingLM(checkpoint=str(run), batch_size="auto", device="cuda")
+    assert lm.batch_size == 4096  # a one-layer model fits the largest size tried
+    assert ScalingLM(checkpoint=str(run), batch_size="auto", max_batch_size=100,
+                     device="cuda").batch_size == 64
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_progress_bar_counts_requests(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SCALING_PROGRESS", "lines")
+    run = save_untrained(tmp_path / "run", block_size=32)
+    lm = ScalingLM(checkpoint=str(run), batch_size=2)
+    lm.loglikelihood(_requests("loglikelihood", [("a", "b"), ("ab", "")] + [("x", "yz")] * 20))
+    lm.loglikelihood_rolling(_requests("loglikelihood_rolling", [("some text " * 8,), ("",)]))
+    lm.generate_until(_requests("generate_until", [("A 1+2=", {"until": ["\n"],
+                                                              "max_gen_toks": 3})] * 5))
+    err = capsys.readouterr().err
+    assert "scaling loglikelihood: 100%" in err and "22/22" in err
+    assert "scaling loglikelihood_rolling: 100%" in err and "2/2" in err
+    assert "scaling generate_until: 100%" in err and "5/5" in err
+    lm.loglikelihood(_requests("loglikelihood", [("a", "b")]), disable_tqdm=True)
+    assert "scaling" not in capsys.readouterr().err
