@@ -62,7 +62,8 @@ def _easier_first(difficulties: tuple[int, ...]) -> dict[int, float]:
 
 def default_difficulty_weights() -> dict[str, dict[int, float]]:
     """Default per-skill relative frequency of each difficulty among that skill's examples."""
-    weights = {name: _easier_first(mod.DIFFICULTIES) for name, mod in SKILLS.items()}
+    weights = {name: _easier_first(getattr(mod, "PROBED", mod.DIFFICULTIES))
+               for name, mod in SKILLS.items()}
     # In-context learning needs bursty, dense episodes (Chan et al. 2022): mostly 4 and 8
     # shots, where labels repeat within a line; 0-shot lines are unpredictable noise.
     weights["icl"] = {0: 0.05, 1: 0.1, 2: 0.15, 4: 0.3, 8: 0.4}

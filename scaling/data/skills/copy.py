@@ -4,9 +4,14 @@ Format (one line)::
 
     K {letters}|{letters}
 
-`difficulty` (4, 8, 12, 16) is the number of random lowercase letters. Half of each line
-after the tag is answer, and every answer character is predictable only by looking back
-(the induction-head mechanism, Olsson et al. 2022).
+`difficulty` (2..20) is the number of random lowercase letters. Half of each line after the
+tag is answer, and every answer character is predictable only by looking back (the
+induction-head mechanism, Olsson et al. 2022). The probe tasks and the default corpus use
+lengths 4, 8, 12 and 16 (PROBED); with only those, a model can copy each length by attending
+a fixed distance back (one rotary offset per length) without matching content, which is what
+the default ladder's runs learn (length-specific copying). Training on every length 2..20
+(`data.difficulty_weights`) leaves content matching, a general induction head, as the only
+solution.
 Example, difficulty 4: prompt "K xkqp|", answer "xkqp".
 """
 
@@ -18,7 +23,8 @@ import string
 from .base import Example
 
 NAME = "copy"
-DIFFICULTIES = (4, 8, 12, 16)
+DIFFICULTIES = tuple(range(2, 21))
+PROBED = (4, 8, 12, 16)
 _LETTERS = string.ascii_lowercase
 
 
