@@ -33,27 +33,32 @@ An emergent-ability scaling study: train a ladder of model sizes on identical da
 every checkpoint on probe tasks, fit scaling curves and report which abilities emerge.
 
 commands:
-{commands}
+{listing}
 
 Run `scaling COMMAND --help` for a command's options. Config fields are overridden as
 --section.key=value (e.g. --model.size=s4 --train.tokens=2e6), the form wandb agents pass.
 """
 
 
+def dispatch(argv: list[str], table: dict, usage: str, what: str, width: int) -> int:
+    """Run the entry of `table` (name -> (module, function, help)) named by argv[0] with the
+    rest of argv; print `usage` (its {listing} filled) for no name or --help."""
+    listing = "\n".join(f"  {name:<{width}} {help_}" for name, (_, _, help_) in table.items())
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage.format(listing=listing))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in table:
+        print(f"error: unknown {what} {name!r}; valid: {', '.join(table)}", file=sys.stderr)
+        return 2
+    module, func, _ = table[name]
+    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `scaling COMMAND ...` to the command's module."""
     argv = sys.argv[1:] if argv is None else argv
-    listing = "\n".join(f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items())
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(commands=listing))
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}",
-              file=sys.stderr)
-        return 2
-    module, func, _ = COMMANDS[name]
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    return dispatch(list(argv), COMMANDS, USAGE, "command", 9)
 
 
 if __name__ == "__main__":

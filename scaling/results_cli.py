@@ -8,7 +8,6 @@ Each subcommand lives in its own module and is imported only when used.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 # name -> (module, function, one-line help)
@@ -23,7 +22,7 @@ Results files hold one row per (run, step, task, shots, metric); `scaling report
 FILE` reads them, whatever produced them.
 
 subcommands:
-{subcommands}
+{listing}
 
 Run `scaling results SUBCOMMAND --help` for its options and worked examples.
 """
@@ -31,18 +30,10 @@ Run `scaling results SUBCOMMAND --help` for its options and worked examples.
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch `scaling results SUBCOMMAND ...`."""
+    from scaling.cli import dispatch
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    listing = "\n".join(f"  {name:<15} {help_}" for name, (_, _, help_) in SUBCOMMANDS.items())
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(subcommands=listing))
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        print(f"error: unknown subcommand {name!r} of `scaling results`; subcommands: "
-              f"{', '.join(SUBCOMMANDS)}", file=sys.stderr)
-        return 2
-    module, func, _ = SUBCOMMANDS[name]
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    return dispatch(argv, SUBCOMMANDS, USAGE, "`scaling results` subcommand", 15)
 
 
 if __name__ == "__main__":

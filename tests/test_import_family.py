@@ -354,7 +354,7 @@ def test_results_command_group(capsys):
     assert main(["results", "--help"]) == 0
     assert "import-lm-eval" in capsys.readouterr().out
     assert one_line_error(capsys, main(["results", "import"])).startswith(
-        "error: unknown subcommand 'import'")
+        "error: unknown `scaling results` subcommand 'import'")
     with pytest.raises(SystemExit) as exc:
         main(["results", "import-lm-eval", "--help"])
     assert exc.value.code == 0
