@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from scipy.special import expit, logsumexp
 N_BOOT = 200  # bootstrap resamples for the intervals (fixed seed below)
 SEED = 0
 CI_LEVEL = 0.95
-LN9 = math.log(9.0)  # a logistic goes from 10% to 90% over 2 ln(9) / k
 
 
 def one_blas_thread():
@@ -87,9 +85,6 @@ class FitResult:
         return [dict(base, param=k, value=v, ci_low=self.ci.get(k, (np.nan, np.nan))[0],
                      ci_high=self.ci.get(k, (np.nan, np.nan))[1])
                 for k, v in self.params.items()]
-
-    def params_json(self) -> str:
-        return json.dumps({k: float(v) for k, v in self.params.items()})
 
 
 def _failed(law: str, n: int, message: str) -> FitResult:

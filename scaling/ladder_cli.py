@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
 
-    from scaling.sweep import INTERRUPTED, SweepError, load_sweep, run_args, run_sweep
+    from scaling.sweep import INTERRUPTED, SweepError, load_sweep, run_dir_of, run_sweep
 
     try:
         sweep = load_sweep(args.sweep or SWEEPS_DIR / PRESETS[args.preset])
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {len(failed)} run(s) failed ({', '.join(failed)}); see "
               "sweep_state.json, then run the same command again to retry", file=sys.stderr)
         return 1
-    run_dirs = [load_config(None, run_args(r)).run_dir() for r in sweep.runs]
+    run_dirs = [run_dir_of(r) for r in sweep.runs]
     root = run_dirs[0].parent
 
     from scaling.results import load
