@@ -126,7 +126,24 @@ class Config:
             self.data.validate()
         except ValueError as exc:
             raise ConfigError(f"data: {exc}") from exc
+        self._validate_names()
         return self
+
+    def _validate_names(self) -> None:
+        """A rung or probe-task name that does not exist fails here, before any corpus is
+        built or run directory made (both registries are imported late: they pull in torch
+        and the task generators, which reading a config does not need otherwise)."""
+        from scaling import ladder
+        from scaling.tasks import UnknownTaskError, get_tasks
+
+        try:
+            ladder.rung(self.model.size)
+        except ValueError as exc:
+            raise ConfigError(f"model.size: {exc}") from None
+        try:
+            get_tasks(self.run.tasks)
+        except UnknownTaskError as exc:
+            raise ConfigError(f"run.tasks: {exc}") from None
 
     def run_dir(self) -> Path:
         """The run directory: run.dir if set, else derived from what is trained.

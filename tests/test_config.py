@@ -62,6 +62,7 @@ def test_parse_overrides_forms():
     ["train", "--model.sise=s2"],
     ["train", "--train.tokens=-5"],
     ["train", "--model.size=big"],
+    ["train", "--run.evaluate=true", "--run.tasks=copy_5"],
     ["nonsense"],
 ])
 def test_cli_errors_are_one_line_with_nonzero_exit(args, tmp_path):
@@ -72,3 +73,4 @@ def test_cli_errors_are_one_line_with_nonzero_exit(args, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()  # nothing half-written
+    assert not (tmp_path / "d").exists()  # refused before any corpus was built
