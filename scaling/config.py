@@ -250,9 +250,17 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid YAML ({first})") from None
+        raise ConfigError(f"config file {yaml_problem(path, exc)}") from None
     return data
+
+
+def yaml_problem(path: str | Path, exc: yaml.YAMLError) -> str:
+    """'PATH is not valid YAML, line L column C: what is wrong', on one line (the parser's
+    own message spans several lines and points at the spot with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    return f"{path} is not valid YAML{where}: {problem}"
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from scaling import progress
-from scaling.config import ConfigError, load_config
+from scaling.config import ConfigError, load_config, yaml_problem
 from scaling.provenance import stale_code_message
 
 METHODS = ("grid", "random")
@@ -138,8 +138,7 @@ def load_sweep(path: str | Path, seed: int = 0) -> Sweep:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise SweepError(f"sweep file {path} is not valid YAML ({first})") from None
+        raise SweepError(f"sweep file {yaml_problem(path, exc)}") from None
     if not isinstance(doc, dict):
         raise SweepError(f"sweep file {path} must be a mapping")
     unknown = set(doc) - TOP_LEVEL_KEYS

@@ -48,6 +48,10 @@ def test_bad_yaml_and_missing_file(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+    bad.write_text("model:\n  size: s2\n   n_layer: 3\n")  # the third line is indented wrong
+    with pytest.raises(ConfigError, match=r"not valid YAML, line 3 column \d+: ") as exc:
+        load_config(bad)
+    assert "\n" not in str(exc.value)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("modle:\n  size: s2\n")
     with pytest.raises(ConfigError, match="did you mean 'model'"):
