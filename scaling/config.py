@@ -254,6 +254,44 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def settings_help() -> str:
+    """Every config field as `--section.key=DEFAULT  meaning`, generated from the dataclasses
+    (the meaning is each field's one-line comment in its class's source)."""
+    import inspect
+
+    lines = []
+    for section, cls in (("model", ModelConfig), ("data", CorpusSpec), ("train", TrainConfig),
+                         ("run", RunConfig)):
+        comments = _field_comments(inspect.getsource(cls))
+        lines.append(f"{section}:")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if isinstance(default, dict):
+                default = "{...}"
+            flag = f"  --{section}.{f.name}={default}"
+            lines.append(f"{flag:<34} {comments.get(f.name, '')}".rstrip())
+    return "\n".join(lines)
+
+
+def _field_comments(source: str) -> dict[str, str]:
+    """field name -> its comment: the one after it on its line, else the comment lines
+    right above it."""
+    import re
+
+    out, above = {}, []
+    for line in source.splitlines():
+        comment = re.fullmatch(r"\s*# (.*)", line)
+        field_line = re.fullmatch(r"\s+(\w+): [^#]*?(?:  # (.*))?", line)
+        if comment:
+            above.append(comment.group(1))
+        elif field_line:
+            out[field_line.group(1)] = field_line.group(2) or " ".join(above)
+            above = []
+        else:
+            above = []
+    return out
+
+
 def yaml_problem(path: str | Path, exc: yaml.YAMLError) -> str:
     """'PATH is not valid YAML, line L column C: what is wrong', on one line (the parser's
     own message spans several lines and points at the spot with a caret)."""

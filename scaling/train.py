@@ -28,7 +28,7 @@ from scaling import cpu_attention, ladder
 from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import (
     CheckpointError, checkpoint_steps, list_checkpoints, load_checkpoint, save_checkpoint)
-from scaling.config import Config, ConfigError, load_config
+from scaling.config import Config, ConfigError, load_config, settings_help
 from scaling.data.shards import ShardError, build_corpus, data_hash, get_batch, open_shard
 from scaling.locks import run_lock
 from scaling.logger import MetricsLogger
@@ -373,9 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scaling train",
         description="Train one rung of the ladder (resumes if run.dir already holds a run).",
-        epilog="Any config field can be overridden as --section.key=value, e.g. "
-               "--model.size=s4 --train.tokens=2e6 --run.dir=runs/me/s4 --run.wandb=offline. "
-               "Sections: model, data, train, run (see scaling/config.py for every field).")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any setting below can be overridden as --section.key=value (the form wandb "
+               "agents pass),\ne.g. --model.size=s4 --train.tokens=2e6 --run.dir=runs/me/s4; "
+               "a YAML --config sets them by section.\n\nsettings (default, meaning):\n"
+               + settings_help())
     p.add_argument("--config", help="YAML config file (sections model/data/train/run)")
     return p
 

@@ -5,7 +5,14 @@ import sys
 
 import pytest
 
-from scaling.config import ConfigError, load_config, parse_overrides
+from scaling.config import (
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    load_config,
+    parse_overrides,
+)
 
 
 def test_overrides_coerce_by_type(tmp_path):
@@ -78,3 +85,20 @@ def test_cli_errors_are_one_line_with_nonzero_exit(args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()  # nothing half-written
     assert not (tmp_path / "d").exists()  # refused before any corpus was built
+
+
+def test_train_help_lists_every_setting_with_default_and_meaning():
+    import dataclasses
+
+    from scaling.config import settings_help
+    from scaling.train import build_parser
+
+    text = build_parser().format_help()
+    assert settings_help() in text
+    lines = {line.split()[0]: line for line in settings_help().splitlines()
+             if line.startswith("  --")}
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig), ("run", RunConfig)):
+        for f in dataclasses.fields(cls):
+            key = next(k for k in lines if k.startswith(f"--{section}.{f.name}="))
+            assert key == f"--{section}.{f.name}={f.default}"
+            assert len(lines[key].split()) > 1, f"{section}.{f.name} has no meaning in --help"
