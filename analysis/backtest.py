@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import emergence, fits
-from scaling.results import METRIC_RANGE
+from scaling.results import METRIC_RANGE, val_loss_rows
 
 HOLDOUTS = (1, 2)
 COLUMNS = ["holdout", "run", "rung", "params", "task", "shots", "metric", "method", "actual",
@@ -35,8 +35,7 @@ COLUMNS = ["holdout", "run", "rung", "params", "task", "shots", "metric", "metho
 
 
 def _val_loss(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df.task == "val") & (df.metric == "loss")][["run", "step", "value"]].rename(
-        columns={"value": "loss"})
+    return val_loss_rows(df)[["run", "step", "value"]].rename(columns={"value": "loss"})
 
 
 def clip_to_range(metric: str, predicted):

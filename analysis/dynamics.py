@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import emergence
+from scaling.results import val_loss_rows
 
 # the columns of emergence.csv up to n_points, the step, then the newer columns (appended, so
 # readers of the older layout find theirs where they were)
@@ -53,7 +54,7 @@ def transition_step(threshold: float, tokens: np.ndarray, steps: np.ndarray) -> 
 
 def _val_loss(run_rows: pd.DataFrame) -> pd.Series:
     """Validation loss of one run by step."""
-    val = run_rows[(run_rows.task == "val") & (run_rows.metric == "loss")]
+    val = val_loss_rows(run_rows)
     return val.drop_duplicates("step").set_index("step").value.astype(float)
 
 

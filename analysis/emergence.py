@@ -93,6 +93,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import fits, trend_tests
+from scaling.results import val_loss_rows
 
 MIN_POINTS = 4
 Z_NOISE = 3.0
@@ -511,7 +512,7 @@ def last_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
     step = df.step.astype(float)  # empty steps (nullable Int64) as NaN
     last_step = step.groupby(df.run).transform("max")
     last = df[(step == last_step) | last_step.isna()].drop(columns=["loss"], errors="ignore")
-    val = last[(last.task == "val") & (last.metric == "loss")][["run", "value"]]
+    val = val_loss_rows(last)[["run", "value"]]
     val = val.rename(columns={"value": "loss"}).drop_duplicates("run")
     return last.merge(val, on="run", how="left")
 

@@ -22,6 +22,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from scaling.results import val_loss_rows  # noqa: E402
 
 DPI = 110
 MAX_PANELS = 40  # one panel per task setting; more would be unreadable (and slow)
@@ -74,7 +75,8 @@ def _chance(df: pd.DataFrame) -> float:
 
 
 def val_loss(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df.task == "val") & (df.metric == "loss")]
+    """The validation-loss rows (the schema's rule, scaling.results.val_loss_rows)."""
+    return val_loss_rows(df)
 
 
 def loss_vs_compute(df: pd.DataFrame, law, path: Path) -> Path | None:

@@ -46,8 +46,8 @@ beyond the binomial (seed to seed) is not modelled: it can only make the test re
 (and an empty `pl_predicts`) where the probe has no exact_match + token_accuracy (multiple
 choice: accuracy and gold_prob have no p^L), fewer than PL_MIN_POINTS sizes, or no `n`.
 
-The metric kinds mirror `scaling/metrics.py` (DISCONTINUOUS, CONTINUOUS); they are repeated
-here so that the analysis reads any results file without the harness' internals.
+The metric kinds (DISCONTINUOUS, CONTINUOUS) are the results schema's, from
+`scaling/results.py`, the module that owns every convention of the rows.
 """
 
 from __future__ import annotations
@@ -60,14 +60,13 @@ import pandas as pd
 from scipy import optimize, stats
 
 from analysis import emergence
+from scaling.results import CONTINUOUS, DISCONTINUOUS
 
 PRIMARY_AXIS = "params"
-DISCONTINUOUS = ("exact_match", "accuracy")
 # The continuous metrics mirage.csv had when its columns became a contract ...
 CONTRACT_CONTINUOUS = ("token_accuracy", "edit_similarity", "answer_logprob", "gold_prob")
 # ... and those added since: their verdict columns are appended at the end.
-LATER_CONTINUOUS = ("answer_prob",)
-CONTINUOUS = CONTRACT_CONTINUOUS + LATER_CONTINUOUS
+LATER_CONTINUOUS = tuple(m for m in CONTINUOUS if m not in CONTRACT_CONTINUOUS)
 # Continuous metrics whose verdicts decide the label (answer_prob: see the docstring).
 LABEL_CONTINUOUS = CONTRACT_CONTINUOUS
 # the continuous metric drawn next to the discontinuous one: the closest per-token analogue

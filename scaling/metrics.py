@@ -54,15 +54,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from scaling.results import CONTINUOUS, DISCONTINUOUS  # noqa: F401 (re-exported)
+
 # answer_prob came after the others: it is appended so that the rows of older results keep
 # their order.
 GENERATE_METRICS = ("exact_match", "token_accuracy", "edit_similarity", "answer_logprob",
                     "answer_prob")
 CHOICE_METRICS = ("accuracy", "gold_prob")
-# Which metrics jump (a single token decides the score) and which move smoothly: the
-# mirage analysis compares verdicts between the two kinds.
-DISCONTINUOUS = ("exact_match", "accuracy")
-CONTINUOUS = ("token_accuracy", "edit_similarity", "answer_logprob", "gold_prob", "answer_prob")
+# Which metrics jump and which move smoothly (DISCONTINUOUS, CONTINUOUS) is a convention of
+# the results schema, imported above from scaling.results.
 
 
 def levenshtein(a: Sequence, b: Sequence) -> int:

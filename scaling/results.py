@@ -43,6 +43,14 @@ OPTIONAL_COLUMNS = ["chance", "seed", "data_hash"]
 # A row is identified by this key; later rows with the same key replace earlier ones.
 KEY = ["run", "step", "task", "shots", "metric"]
 
+# Validation loss is a row of its own: task "val", metric "loss".
+VAL_TASK, LOSS_METRIC = "val", "loss"
+# Which metrics jump (a single token decides the score) and which move smoothly: the
+# mirage analysis compares verdicts between the two kinds. answer_prob came after the
+# others and stays last.
+DISCONTINUOUS = ("exact_match", "accuracy")
+CONTINUOUS = ("token_accuracy", "edit_similarity", "answer_logprob", "gold_prob", "answer_prob")
+
 RESULTS_FILE = "results.csv"
 RESULTS_LOCK = ".results.lock"  # held while results.csv is rewritten
 
@@ -205,6 +213,11 @@ def require_parquet(path: str | os.PathLike) -> None:
     if not any(importlib.util.find_spec(m) for m in ("pyarrow", "fastparquet")):
         raise ResultsError(f"{path}: reading or writing Parquet needs pyarrow: "
                            "pip install 'scaling[parquet]' (or save the results as CSV)")
+
+
+def val_loss_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The validation-loss rows of results (task `val`, metric `loss`)."""
+    return df[(df.task == VAL_TASK) & (df.metric == LOSS_METRIC)]
 
 
 def read_file(path: str | os.PathLike) -> pd.DataFrame:
