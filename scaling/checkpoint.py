@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
+
+from scaling import atomic
 
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -49,14 +50,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     """Where the checkpoint of `step` lives."""
@@ -67,10 +60,10 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, metadata: dict) -> Pa
     """Write `state` (tensors and plain types) and its metadata JSON atomically."""
     path = checkpoint_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, lambda f: torch.save(state, f))
+    atomic.write_bytes(path, lambda f: torch.save(state, f), fsync=True)
     meta = dict(metadata, step=step, sha256=sha256_file(path), file=path.name)
     text = json.dumps(meta, indent=2, sort_keys=True).encode()
-    _atomic_write_bytes(path.with_suffix(".json"), lambda f: f.write(text))
+    atomic.write_bytes(path.with_suffix(".json"), lambda f: f.write(text), fsync=True)
     return path
 
 

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from scaling import atomic
+
 MODES = ("auto", "disabled", "offline", "online")
 # Set by `wandb agent` (and wandb.agent) in the environment of every run it starts.
 AGENT_ENV = "WANDB_SWEEP_ID"
@@ -298,9 +300,7 @@ def _remember(run_dir: Path, run, mode: str) -> None:
         info = {}
     info["wandb"] = {"id": run.id, "project": run.project, "entity": run.entity or "",
                      "mode": mode, "sweep": os.environ.get(AGENT_ENV, "")}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic.write_json(path, info)
 
 
 def matmul_peak(device: str = "cpu", bf16: bool = False, seconds: float = 0.2) -> float:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from scaling import progress
+from scaling import atomic, progress
 from scaling.config import ConfigError, load_config, yaml_problem
 from scaling.provenance import stale_code_message
 
@@ -238,9 +238,7 @@ class _State:
     def set(self, key: str, **values) -> None:
         with self.lock:
             self.data["runs"].setdefault(key, {}).update(values)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
-            os.replace(tmp, self.path)
+            atomic.write_json(self.path, self.data)
 
 
 def training_flops(cfg) -> float:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from scaling import cpu_attention, ladder
+from scaling import atomic, cpu_attention, ladder
 from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import (
     CheckpointError, checkpoint_steps, list_checkpoints, load_checkpoint, save_checkpoint)
@@ -187,12 +187,6 @@ def _check_same_run(run_dir: Path, cfg: Config) -> None:
                     "use another run.dir or the original config")
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def train(cfg: Config) -> Path:
     """Train (or resume) one rung as configured; returns the run directory."""
     with contextlib.ExitStack() as held:  # the run directory's lock, however this ends
@@ -255,7 +249,7 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
                     nonembed_params=plan.nonembed_params, data_hash=dhash,
                     corpus_dir=str(corpus_dir), total_steps=plan.total_steps,
                     batch_size=plan.batch_size, lr=plan.lr, status="training")
-        _write_json(info_path, info)
+        atomic.write_json(info_path, info)
 
     model = GPT(plan.model_config, seed=cfg.train.seed).to(device)
     optimizer = make_optimizer(model, plan, cfg)
@@ -349,7 +343,7 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
         info = json.loads((run_dir / "run.json").read_text())
         info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - started
         info["status"] = "trained"
-        _write_json(run_dir / "run.json", info)
+        atomic.write_json(run_dir / "run.json", info)
         if cfg.run.evaluate:
             from scaling.evaluate import evaluate_run
 
@@ -359,7 +353,7 @@ def _train(cfg: Config, held: contextlib.ExitStack) -> Path:
                          on_rows=logger.log_eval_rows)
             info["eval_seconds"] = time.perf_counter() - t_eval
             info["status"] = "evaluated"
-            _write_json(run_dir / "run.json", info)
+            atomic.write_json(run_dir / "run.json", info)
             logger.log_results(load_results(run_dir).query("task != 'val'"))
     logger.finish()
     if world > 1:

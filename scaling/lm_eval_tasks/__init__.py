@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from scaling import atomic
 from scaling.tasks import GENERATE, Task, get_tasks
 from scaling.tasks.base import EXTRA_TOKENS, fit_context, room_needed
 
@@ -168,9 +169,8 @@ def export(out_dir, tasks=None, tokenizer: str = "char", block_size: int | None 
     out.mkdir(parents=True, exist_ok=True)
     for task, name in zip(task_list, names):
         data_file = out / f"{name}.jsonl"
-        tmp = data_file.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(d) + "\n" for d in _docs(task, tok, block_size)))
-        os.replace(tmp, data_file)
+        atomic.write_text(data_file,
+                          "".join(json.dumps(d) + "\n" for d in _docs(task, tok, block_size)))
         text = yaml.dump(task_yaml(task, data_file), Dumper=_Dumper, sort_keys=False)
         (out / f"{name}.yaml").write_text(text)
     for stale in set(old.get("tasks", [])) - set(names):  # tasks since removed
