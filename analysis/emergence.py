@@ -130,8 +130,6 @@ class Verdict:
     holds_across_seeds: object = pd.NA  # True / False with replicates, NA without
     seed_spread: float = np.nan
     rise: float = np.nan
-    width_fraction: float = np.nan  # 10%-90% of the rise, as a share of the u range
-    miss_fraction: float = np.nan  # share of the rise the smaller models' trend misses
     onset: float = np.nan  # axis values where the rise starts (10%) and ends (90%)
     done: float = np.nan
     sigmoid: fits.FitResult | None = None
@@ -212,6 +210,12 @@ class Noise:
     fixed: np.ndarray | None = None  # estimated variances
     holds_across_seeds: object = pd.NA
     seed_spread: float = np.nan
+
+    def subset(self, keep: np.ndarray) -> Noise:
+        """The same noise for the points where `keep` is True (an outlier set aside)."""
+        return Noise(self.binomial, self.estimated_from_fit,
+                     None if self.n_eff is None else self.n_eff[keep], self.dispersion,
+                     None if self.fixed is None else self.fixed[keep])
 
     def at(self, p) -> np.ndarray:
         """Variance of each point's mean score if its true rate were p."""
@@ -310,19 +314,19 @@ def _select(fitted: dict[str, np.ndarray], y: np.ndarray, var: np.ndarray | None
     return min(scores, key=lambda k: (round(scores[k], 9), N_PARAMS[k]))
 
 
-def _shape_fits(u, y, var, seed) -> tuple[dict[str, np.ndarray], tuple, fits.FitResult | None]:
-    """Rising-curve candidates: line, step (4+ points), sigmoid (5+ points)."""
+def _shape_fits(u, y, var, seed) -> tuple[dict[str, np.ndarray], int, fits.FitResult | None]:
+    """Rising-curve candidates: line, step (4+ points), sigmoid (5+ points); also the index
+    the step jumps before and the sigmoid fit."""
     m = y.size
     w = 1 / var
     fitted = {"linear": np.polyval(np.polyfit(u, y, 1, w=np.sqrt(w)), u)}
-    step = _step_fit(u, y, w)
-    fitted["step"] = step[0]
+    fitted["step"], step_j = _step_fit(u, y, w)
     sig = None
     if m >= 5:
         sig = fits.fit_sigmoid_logx(u, y, sigma=np.sqrt(var), log_x=False, n_boot=0, seed=seed)
         if sig.ok:
             fitted["sigmoid"] = sig.predict(u)
-    return fitted, step, sig
+    return fitted, step_j, sig
 
 
 def _crossing(p: dict, u: np.ndarray, frac: float) -> float:
@@ -346,8 +350,7 @@ def _weighted_mean(y, var) -> tuple[float, float]:
     return float(np.sum(w * y) / w.sum()), float(1 / math.sqrt(w.sum()))
 
 
-def _is_emergent(u, y, var, onset: float, done: float, t_u: float, rise: float,
-                 chance: float, out: Verdict) -> bool:
+def _is_emergent(u, y, var, onset: float, done: float, rise: float, chance: float) -> bool:
     """The last checks of step 8: points on both sides, near chance before, above chance
     after, and a miss of the extrapolated smaller-model trend beyond the noise."""
     before = u < onset
@@ -369,7 +372,6 @@ def _is_emergent(u, y, var, onset: float, done: float, t_u: float, rise: float,
     i = int(np.argmax(u >= done)) if np.any(u >= done) else u.size - 1
     ub, yb = u[before], y[before]
     miss = float(y[i] - np.polyval(np.polyfit(ub, yb, 1), u[i]))
-    out.miss_fraction = miss / rise
     lever = 1 / ub.size + (u[i] - ub.mean()) ** 2 / np.sum((ub - ub.mean()) ** 2)
     se_miss = math.sqrt(float(np.mean(var[before])) * lever + float(var[i]))
     return miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_miss
@@ -436,13 +438,11 @@ def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
     if outlier is not None:
         out.outlier = float(pts.x[outlier.index])
         keep[outlier.index] = False
-    u, yv, n_eff = u[keep], yv[keep], None if noise.n_eff is None else noise.n_eff[keep]
-    sub = Noise(noise.binomial, noise.estimated_from_fit, n_eff, noise.dispersion,
-                None if noise.fixed is None else noise.fixed[keep])
+    u, yv, sub = u[keep], yv[keep], noise.subset(keep)
 
     # 5. flat: neither a straight nor any monotone trend over the whole curve (variances of
     # the constant), or a curve that never clears chance
-    pooled = float(np.average(yv, weights=n_eff))
+    pooled = float(np.average(yv, weights=sub.n_eff))
     w0 = 1 / sub.at(pooled)
     trend = trend_tests.monotone_trend(yv, w0)
     out.trend_p = min(trend.p_value, trend_tests.linear_trend_p(u, yv, w0))
@@ -454,7 +454,7 @@ def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
         return out
 
     # 7-8. a monotone trend: smooth, or emergent
-    fitted, (step_f, step_j), sig = _shape_fits(u, yv, var, seed)
+    fitted, step_j, sig = _shape_fits(u, yv, var, seed)
     best = _select(fitted, yv, None if sub.estimated_from_fit else var)
     f = fitted[best]
     out.verdict, out.best_fit, out.sigmoid = "smooth", best, sig
@@ -468,8 +468,7 @@ def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
         t_u = onset = done = 0.5 * (u[step_j - 1] + u[step_j])
     if not np.isfinite(t_u):
         return out
-    out.width_fraction = float((done - onset) / (u[-1] - u[0]))
-    if not _is_emergent(u, yv, var, onset, done, t_u, rise, chance, out):
+    if not _is_emergent(u, yv, var, onset, done, rise, chance):
         return out
 
     out.verdict = "emergent"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit
@@ -30,7 +30,6 @@ class Draw:
     threshold: float = np.nan  # true threshold (axis units) for emergent truths
     outlier: float = np.nan  # axis value of a planted outlier
     seeds_agree: object = None  # planted replicate agreement (None: no replicates)
-    extra: dict = field(default_factory=dict)
 
 
 def ladder(m: int) -> np.ndarray:

@@ -91,13 +91,12 @@ class TrendTest:
     fit: MonotoneFit
 
 
-def monotone_trend(y: np.ndarray, w: np.ndarray, dispersion: float = 1.0) -> TrendTest:
-    """Bartholomew's test of a monotone trend in either direction (module docstring).
-
-    `dispersion` scales the variances (over-dispersion measured from replicates)."""
+def monotone_trend(y: np.ndarray, w: np.ndarray) -> TrendTest:
+    """Bartholomew's test of a monotone trend in either direction (module docstring); the
+    weights 1 / variance already carry any over-dispersion."""
     mono = best_monotone(y, w)
     const = np.full(y.size, np.average(y, weights=w))
-    t = (chi2(y, const, w) - mono.chi2) / dispersion
+    t = chi2(y, const, w) - mono.chi2
     return TrendTest(t, min(1.0, 2 * chibar_sf(t, y.size)), mono)
 
 
@@ -147,18 +146,17 @@ def unimodal_fit(y: np.ndarray, w: np.ndarray, min_arm: int = 2) -> UnimodalFit 
     return best
 
 
-def unimodal_gain(y: np.ndarray, w: np.ndarray, dispersion: float = 1.0,
-                  at_least: float = 0.0):
-    """(chi2 of the best monotone fit - chi2 of the best unimodal fit) / dispersion, and that
+def unimodal_gain(y: np.ndarray, w: np.ndarray, at_least: float = 0.0):
+    """(chi2 of the best monotone fit - chi2 of the best unimodal fit), and that
     unimodal fit (None, with gain 0, for series shorter than two arms of two points, or when
     the monotone fit's own chi2 shows the gain cannot exceed `at_least`)."""
     mono = best_monotone(y, w).chi2
-    if mono / dispersion <= at_least:
+    if mono <= at_least:
         return 0.0, None  # the gain is at most the monotone fit's chi2: no need to search
     uni = unimodal_fit(y, w)
     if uni is None:
         return 0.0, None
-    return (mono - uni.chi2) / dispersion, uni
+    return mono - uni.chi2, uni
 
 
 def one_removed_chi2(y: np.ndarray, w: np.ndarray) -> float:
