@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: ladder quick seeds test test-all report bench
+.PHONY: ladder quick seeds study test test-all report bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,14 +22,18 @@ quick: $(VENV)/.installed  ## a 4-rung, few-minute version of the main job
 seeds: $(VENV)/.installed  ## after `make ladder`: seeds 1 and 2 of s3..s6, report with the spread
 	$(VENV)/bin/scaling ladder --preset seeds
 
+study: $(VENV)/.installed  ## the shipped study in reports/: s0..s4 x 3 seeds at 6M tokens (see README)
+	$(VENV)/bin/scaling ladder --preset study
+
 test: $(VENV)/.installed  ## the default test run (slow and gpu tests excluded)
 	$(PY) -m pytest -q
 
 test-all: $(VENV)/.installed  ## every test, slow ones included
 	$(PY) -m pytest -q -m "not gpu"
 
-report: $(VENV)/.installed  ## regenerate reports/ from the stored results
+report: $(VENV)/.installed  ## regenerate reports/ (the study) and reports/ladder/ from their stored results
 	$(VENV)/bin/scaling report --results reports/results.csv --out reports
+	$(VENV)/bin/scaling report --results reports/ladder/results.csv --out reports/ladder
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py

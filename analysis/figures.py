@@ -326,3 +326,70 @@ def backtest_plot(bt: pd.DataFrame, path: Path) -> Path | None:
                      y=1.02)
         fig.tight_layout()
         return _save(fig, path)
+
+
+BASE_LABEL = "base ladder"  # the legend's name for rows with an empty `intervention`
+
+
+def intervention_panels(last: pd.DataFrame, table: pd.DataFrame, task: str,
+                        path: Path) -> Path | None:
+    """One task's probes against parameters at each run's last checkpoint: the base ladder
+    (black) and each intervention (a colour) in every panel, one panel per (shots, metric)
+    of `table` (interventions.csv's rows). Every run is a dot, the line joins the mean of
+    each size, a dashed vertical line marks a ladder's threshold where it is emergent.
+    `last` holds the probe rows with an `intervention` column ("" for the base ladder)."""
+    table = table[table.task == task]
+    if table.empty:
+        return None
+    order = {m: i for i, m in enumerate(UNIT_METRICS)}
+    panels = sorted({(int(s), m) for s, m in zip(table.shots, table.metric)},
+                    key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))[:MAX_PANELS]
+    labels = [BASE_LABEL] + sorted(set(table.intervention))
+    palette = dict(zip(labels, ["black"] + sns.color_palette("tab10", len(labels) - 1)))
+    sub = last[last.task == task]
+    sub = sub.assign(label=sub.intervention.replace("", BASE_LABEL))
+    sub = sub[sub.label.isin(labels)]
+    ncols, w, legend_w = min(3, len(panels)), 3.4, 1.9  # inches; the legend's to the right
+    with _style():
+        fig, axes = _panel_grid(len(panels), ncols, w=w)
+        # fixed margins, no tight crop: a crop draws the figure twice (a figure per task)
+        width = w * ncols + legend_w
+        fig.set_size_inches(width, fig.get_size_inches()[1])
+        fig.subplots_adjust(left=0.9 / width, right=(w * ncols - 0.15) / width)
+        for ax, (shots, metric) in zip(axes, panels):
+            g = sub[(sub.shots == shots) & (sub.metric == metric)]
+            per_run = g.groupby(["label", "run"], as_index=False).agg(
+                params=("params", "max"), value=("value", "mean"))
+            # matplotlib's own calls in seaborn's style: sns.scatterplot + lineplot took a
+            # third of the drawing time, and a real ladder has a figure per task
+            for label, runs in per_run.groupby("label", sort=False):
+                ax.scatter(runs.params, runs.value, s=16, alpha=0.55, color=palette[label],
+                           lw=0, zorder=2)
+                line = runs.groupby("params").value.mean()
+                ax.plot(line.index, line.to_numpy(), color=palette[label], lw=1.3, zorder=2)
+            rows = table[(table.shots == shots) & (table.metric == metric)]
+            lines = [(BASE_LABEL, rows.base_threshold.iloc[0] if len(rows) else np.nan)]
+            lines += list(zip(rows.intervention, rows.intervention_threshold))
+            for label, t in lines:
+                if np.isfinite(t):
+                    ax.axvline(t, color=palette[label], ls="--", lw=1)
+            chance = _chance(g)
+            if np.isfinite(chance):
+                ax.axhline(chance, ls=":", color="grey", lw=1)
+            if metric in UNIT_METRICS and g.value.between(0, 1).all():
+                # a 0-1 score on its own scale: noise near 0 should not look like a trend
+                ax.set_ylim(-0.03, max(0.2, float(g.value.max()) * 1.08))
+            _log_x(ax)
+            ax.set(xlabel="", ylabel=METRIC_LABELS.get(metric, metric))
+            ax.set_title(f"{shots}-shot, {METRIC_LABELS.get(metric, metric)}", fontsize=9)
+        _share_axes(axes[:len(panels)], ncols)
+        handles = [plt.Line2D([], [], color=palette[k], marker="o", ms=4, lw=1.3)
+                   for k in labels]
+        fig.legend(handles, labels, loc="center left",
+                   bbox_to_anchor=(w * ncols / width, 0.5), frameon=False, fontsize=8,
+                   title="ladder")
+        fig.supxlabel("parameters (log scale)", x=0.5 * w * ncols / width)
+        # the title centred on the whole figure: over one panel it would not fit
+        fig.suptitle(f"{task}: base ladder vs interventions, each run's last checkpoint\n"
+                     "dots: runs; dashed: thresholds; dotted: chance", fontsize=9.5)
+        return _save(fig, path, tight=False)

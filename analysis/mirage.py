@@ -33,9 +33,10 @@ predicted q = TA_i^L, kept half an example off 0 and 1. (At the observed EM inst
 with no exact match would count as nearly noiseless and reject a right model on a handful
 of examples.) Only exact match's noise counts: token accuracy is measured on the same
 examples and moves with exact match, which makes EM - TA^L less noisy than EM alone (for
-independent token errors), so the test is conservative for that noise (measured in
-tests/test_mirage.py: it accepts true p^L data in 100% of draws, against ~95% when TA is
-known exactly; scores of EM and TA from different examples would need TA's noise added).
+independent token errors), so the test is conservative for that noise (tests/test_mirage.py
+measures its acceptance rate on true p^L data against the rate when TA is known exactly;
+measured: docs/LOG.md; scores of EM and TA from different examples would need TA's noise
+added).
 A model better or worse than its size suggests moves its TA and EM together, so noise from
 rung to rung does not count against p^L either. Columns:
 `pl_length` (L; inf when exact match is 0 wherever the fit runs L to its upper bound),

@@ -2,8 +2,12 @@
 
 Reads results only (any model family's scores in the results schema), never checkpoints.
 Writes into DIR: emergence.csv, dynamics.csv, mirage.csv, fits.csv, backtest.csv,
-seeds.csv, report.md, report.html and figures/*.png. Everything is built in a temporary
-directory next to DIR and moved in only when complete, so a failure leaves DIR as it was.
+seeds.csv, report.md, report.html and figures/*.png. Every analysis of the ladder reads the
+base ladder's rows only (the optional `intervention` column empty); when results hold
+interventions, interventions.csv, figures/interventions_<task>.png and a section of the
+report compare each with the base ladder (analysis/interventions.py). Everything is built
+in a temporary directory next to DIR and moved in only when complete, so a failure leaves
+DIR as it was.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import backtest as backtest_mod
-from analysis import dynamics, emergence, figures, fits, mirage, seeds
-from scaling.results import ResultsError, load
+from analysis import dynamics, emergence, figures, fits, interventions, mirage, seeds
+from scaling.results import DISCONTINUOUS, ResultsError, base_rows, intervention_of, load
 
 FITS_COLUMNS = ["scope", "target", "axis", "law", "param", "value", "ci_low", "ci_high",
                 "rmse", "r2", "n_points", "status", "message"]
@@ -41,7 +45,7 @@ def loss_fits(df: pd.DataFrame, n_boot: int) -> tuple[dict, list[tuple]]:
     empty cells, as in other families' results, do not count);
     Chinchilla L(N, D) only when the final checkpoints cover >= 3 token budgets; a broken
     power law against params only with >= 10 sizes (its six parameters need points on both
-    sides of the break; 50 bootstrap resamples, as each refit costs ~30 ms).
+    sides of the break; 50 bootstrap resamples, as each refit is slow: docs/LOG.md).
     Returns ({name: FitResult}, [(labels, FitResult)] for fits.csv).
     """
     last = emergence.last_checkpoints(df)
@@ -336,6 +340,53 @@ def _section_backtest(bt: pd.DataFrame) -> list[str]:
     return out + ["", "Per-prediction errors are in backtest.csv.", ""]
 
 
+def _section_interventions(inter: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """Each intervention against the base ladder (interventions.csv has every row)."""
+    if inter is None or inter.empty:
+        return []
+    out = [f"## Interventions (against {interventions.AXIS}, each run's last checkpoint)", "",
+           "Runs tagged with an intervention are kept out of every analysis above (the base "
+           "ladder is the rows with an empty `intervention`). Each intervention's runs form "
+           "a ladder of their own and get verdicts by the same rules; where both ladders are "
+           "emergent the shift is log10(threshold with / threshold without) in decades "
+           "(negative: the ability turns on in smaller models), and its interval joins the "
+           "two 95% threshold intervals at their ends, [log10(low with / high without), "
+           "log10(high with / low without)]: conservative (wider than a 95% interval). "
+           "`no shift` when that interval contains 0.", ""]
+    tags = intervention_of(results)
+    for name in interventions.names(results):
+        runs = results[(tags == name).to_numpy()].drop_duplicates("run")
+        out.append(f"- `{name}`: {len(runs)} run{'s' if len(runs) != 1 else ''}, parameters "
+                   f"{_num(float(runs.params.min()))} to {_num(float(runs.params.max()))}.")
+    out.append("")
+    both = inter[np.isfinite(inter.shift_decades.astype(float))]
+    moved = both[~both.outcome.str.startswith("no shift")]
+    still = both[both.outcome.str.startswith("no shift")]
+    if moved.empty:
+        out.append("No threshold moved beyond its interval under any intervention.")
+    else:
+        out += ["Thresholds that moved:", ""]
+        out += [f"- {_probe(r)}, `{r.intervention}`: from {_num(r.base_threshold)} to "
+                f"{_num(r.intervention_threshold)} parameters, {r.outcome}."
+                for r in moved.itertuples()]
+    out.append("")
+    if not still.empty:
+        out += ["Emergent in both, threshold not moved beyond the interval:", ""]
+        out += [f"- {_probe(r)}, `{r.intervention}`: {r.outcome}." for r in still.itertuples()]
+        out.append("")
+    none = inter[~np.isfinite(inter.shift_decades.astype(float))]
+    shown = none[none.metric.isin(DISCONTINUOUS)]
+    if not none.empty:
+        out += [f"No threshold on one side or both in {len(none)} comparison"
+                f"{'s' if len(none) != 1 else ''}"
+                + (" (exact match and accuracy listed; interventions.csv has every metric):"
+                   if not shown.empty else " (continuous metrics only; see "
+                   "interventions.csv)."), ""]
+        out += [f"- {_probe(r)}, `{r.intervention}`: {r.outcome}." for r in shown.itertuples()]
+        out.append("")
+    return out
+
+
 DEFINITIONS = [
     "## Definitions", "",
     "- Verdicts (rates on curves of known truth: `python bench/verdict_rates.py`): scores "
@@ -379,8 +430,11 @@ DEFINITIONS = [
 ]
 
 
-def write_markdown(df, laws, em, dyn, mir, bt, spread, figs: dict) -> str:
-    """report.md: every sentence is generated from the tables, negative results included."""
+def write_markdown(df, laws, em, dyn, mir, bt, spread, figs: dict, inter=None,
+                   results=None) -> str:
+    """report.md: every sentence is generated from the tables, negative results included.
+    `df` is the base ladder; `inter` (interventions.csv) and `results` (every row) add the
+    Interventions section when results hold interventions."""
     out = ["# Scaling report", "",
            "Generated by `scaling report` from stored results; every number below is "
            "recomputed from them.", ""]
@@ -388,6 +442,7 @@ def write_markdown(df, laws, em, dyn, mir, bt, spread, figs: dict) -> str:
     out += _section_data(df) + _section_loss(df, laws) + _section_emergence(em, last)
     out += _section_seeds(spread)
     out += _section_mirage(mir) + _section_dynamics(dyn) + _section_backtest(bt)
+    out += _section_interventions(inter, df if results is None else results)
     out += DEFINITIONS
     if figs:
         out += ["## Figures", ""]
@@ -509,8 +564,28 @@ def _figures(df, laws, em_verdicts, mir, bt, figdir: Path) -> dict[str, Path]:
     return {k: v for k, v in figs.items() if v is not None}
 
 
-def _build(df: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
+def _intervention_figures(results: pd.DataFrame, inter: pd.DataFrame,
+                          figdir: Path) -> dict[str, Path]:
+    """figures/interventions_<task>.png, one per task that an intervention scored."""
+    last = emergence.probe_rows(emergence.last_checkpoints(results))
+    last = last.assign(intervention=intervention_of(last).to_numpy())
+    figs = {}
+    for task in sorted(set(inter.task)):
+        name = "interventions_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", str(task))
+        while name in figs:  # two task names that differ only in odd characters
+            name += "_"
+        path = figures.intervention_panels(last, inter, task, figdir / f"{name}.png")
+        if path is not None:
+            figs[name] = path
+    return figs
+
+
+def _build(results: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
     written: dict[str, Path] = {}
+    df = base_rows(results)  # the ladder's analyses see the base ladder only
+    if df.empty:
+        raise ResultsError("results hold no base-ladder rows (every row names an "
+                           "intervention), so there is nothing to compare them with")
     laws, fitted = loss_fits(df, n_boot)
 
     # Training dynamics (one series per run and probe, a fifth of the resamples) run in
@@ -521,6 +596,10 @@ def _build(df: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
     mir = mirage.mirage_table(em, results=df)
     bt, bt_fits = backtest_mod.backtest(df)
     figs = _figures(df, laws, em_verdicts, mir, bt, tmp / "figures")
+    inter = None
+    if interventions.names(results):
+        inter = interventions.compare(results, n_boot=n_boot, base_verdicts=em_verdicts)
+        figs.update(_intervention_figures(results, inter, tmp / "figures"))
     written.update({f"figures/{Path(p).name}": Path(p) for p in figs.values()})
     dyn, dyn_verdicts = dynamics_result()
     for (task, shots, metric, axis), v in em_verdicts.items():
@@ -536,11 +615,13 @@ def _build(df: pd.DataFrame, tmp: Path, n_boot: int) -> dict[str, Path]:
     spread = seeds.seed_spread(df)  # empty (header only) without replicate runs
     tables = {"emergence": em, "dynamics": dyn, "mirage": mir, "fits": fits_table(fitted),
               "backtest": bt, "seeds": spread}
+    if inter is not None:
+        tables["interventions"] = inter
     for name, table in tables.items():
         written[f"{name}.csv"] = tmp / f"{name}.csv"
         table.to_csv(written[f"{name}.csv"], index=False)
 
-    md = write_markdown(df, laws, em, dyn, mir, bt, spread, figs)
+    md = write_markdown(df, laws, em, dyn, mir, bt, spread, figs, inter, results)
     written["report.md"] = tmp / "report.md"
     written["report.md"].write_text(md)
     written["report.html"] = tmp / "report.html"
@@ -554,8 +635,10 @@ Fit scaling laws, detect emergent abilities and write a report from stored resul
 PATH is a results file (CSV or Parquet) or a directory searched for results.csv files, in
 the results schema: one row per (run, step, task, shots, metric) with columns
   run, rung, params, nonembed_params, step, tokens, flops, task, shots, metric, value, n
-and optionally chance, seed, data_hash. Validation loss is a row with task=val,
-metric=loss. Scores of any model family work; no checkpoints are read.
+and optionally chance, seed, data_hash, intervention. Validation loss is a row with
+task=val, metric=loss. Rows with an intervention (e.g. distill:s6) are compared with the
+base ladder (intervention empty) and kept out of its analyses. Scores of any model family
+work; no checkpoints are read.
 """
 
 EPILOG = """\
@@ -572,6 +655,9 @@ writes into DIR:
   backtest.csv   the largest rungs predicted from the smaller ones
   seeds.csv      spread of final scores across replicate runs of a size (seeds);
                  header only when no size was trained twice
+  interventions.csv  only when rows name an intervention: per probe and intervention,
+                 both ladders' verdicts against params, the threshold shift in decades
+                 with its interval and an outcome (plus figures/interventions_<task>.png)
   report.md, report.html, figures/*.png
 Files are built in a temporary directory and moved in at the end; other files in DIR are
 left alone. Exit status 2 means the results could not be read.

@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             model, _ = load_model(ckpt)
             model(torch.zeros(8, 16, dtype=torch.long))
         # Rounds alternate the two paths and each keeps its best time: whichever runs first
-        # in a process also pays the process's warm-up (measured 0.4-0.6 s at s2, a quarter
-        # of the native time), so one round in a fixed order favours the second path.
+        # in a process also pays the process's warm-up (a sizeable share of the native time;
+        # measured: docs/LOG.md), so one round in a fixed order favours the second path.
         native_times, lm_eval_times, work = [], [], {}
         for r in range(args.rounds):
             run = _fresh_run(ckpt, tmp / f"run{r}")

@@ -3,13 +3,12 @@
 An evaluation batch (256 rows of up to 128 tokens) makes activations and KV-cache buffers of
 several MB each, freed a moment later. By default glibc hands such blocks back to the
 kernel (mmap above a threshold that starts at 128 KB, heap trimming above twice that), so
-the next batch page-faults its memory in again: measured on this 2-core CPU at s3, a
-forward pass over 256 rows of 40 tokens took 11.3 us per position instead of 7.0, and a
-KV-cache prefill 10-20% longer. Raising the thresholds keeps the memory for reuse. Training
-calls it too since its CPU attention keeps each layer's probabilities for the backward pass
-(scaling/cpu_attention.py; a training step at s3 was 12% faster with it, at s2 3%). Called
-by `scaling train` (and so every sweep run), `scaling eval`, `scaling lm-eval` and the
-three benchmarks in bench/.
+the next batch page-faults its memory in again, and forward passes and KV-cache prefills
+run measurably slower (measured: docs/LOG.md). Raising the thresholds keeps the memory for
+reuse. Training calls it too since its CPU attention keeps each layer's probabilities for
+the backward pass (scaling/cpu_attention.py; training steps are faster with it too,
+measured: docs/LOG.md). Called by `scaling train` (and so every sweep run), `scaling eval`,
+`scaling lm-eval` and the three benchmarks in bench/.
 """
 
 from __future__ import annotations

@@ -121,3 +121,36 @@ def load_model(path: Path, device: str = "cpu"):
     model = GPT(GPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), meta
+
+
+def checkpoint_at(run_dir, step: int | None = None) -> tuple[int, Path]:
+    """(step, path) of `run_dir`'s finished checkpoint at `step`, or of its last one when
+    `step` is None; CheckpointError (naming the steps there are) otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise CheckpointError(f"{run_dir}: no checkpoints (expected {run_dir / 'checkpoints'}/"
+                              "step_*.pt with its .json)")
+    if step is None:
+        return ckpts[-1]
+    for found, path in ckpts:
+        if found == step:
+            return found, path
+    steps = ", ".join(str(s) for s, _ in ckpts)
+    raise CheckpointError(f"{run_dir}: no checkpoint at step {step} (steps: {steps})")
+
+
+def restore_latest(run_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   device) -> int | None:
+    """Load the run's last checkpoint into model, optimizer and torch's RNG (resuming a run:
+    training or fine-tuning); its step, or None when the run has no checkpoint yet."""
+    existing = list_checkpoints(run_dir)
+    if not existing:
+        return None
+    state, _ = load_checkpoint(existing[-1][1], map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"])

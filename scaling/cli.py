@@ -15,6 +15,8 @@ COMMANDS = {
                "run the default ladder end to end (sweep, then report); --list shows rungs"),
     "data": ("scaling.data_cli", "main", "build a corpus or check a shard for contamination"),
     "train": ("scaling.train", "main", "train (or resume) one rung"),
+    "finetune": ("scaling.finetune", "main",
+                 "fine-tune a checkpoint on one probe task (full, top_k) or tune a soft prompt"),
     "eval": ("scaling.evaluate", "main", "score every checkpoint of a run on the probe tasks"),
     "sweep": ("scaling.sweep", "main", "run a wandb sweep YAML locally, no W&B server needed"),
     "results": ("scaling.results_cli", "main",

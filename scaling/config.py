@@ -37,6 +37,7 @@ class ModelConfig:
     pos: str = "rotary"  # positions: rotary (GPT-NeoX/Pythia) | learned | sinusoidal
     dropout: float = 0.0  # dropout on attention/MLP outputs (0 for single-epoch training)
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
+    objective: str = "clm"  # clm (next token, the base ladder) | mlm (BERT masked LM: encoders)
 
 
 @dataclass
@@ -58,7 +59,10 @@ class TrainConfig:
     seed: int = 0  # model init seed (data order is fixed by the corpus, not this)
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    compile: bool = False  # torch.compile the model (~20 s per rung; CPU steps 7-12% faster)
+    compile: bool = False  # torch.compile the model (slow first step, faster steps; docs/LOG.md)
+    teacher: str = ""  # distil from this run: RUN_DIR (last checkpoint) or RUN_DIR@stepN; "" = none
+    kd_alpha: float = 0.5  # weight of the distillation term (1 - kd_alpha: the data's CE)
+    kd_temperature: float = 2.0  # softmax temperature of the distillation term (Hinton et al. 2015)
 
 
 @dataclass
@@ -75,6 +79,24 @@ class RunConfig:
     evaluate: bool = False  # after training, score every checkpoint on the probe tasks
     tasks: str = "default"  # probe tasks to evaluate: "default" or comma-separated names
     eval_n: int = 0  # instances per probe task (0 = each task's default, 500)
+
+
+# Fields that may change between the first start of a run and its resumption, because they
+# do not change what is trained: where it runs, how it logs, what is evaluated afterwards.
+# `scaling train` accepts them changed on resume; the derived run directory's hash leaves
+# them out (with the whole run section: run.name does not change what is trained either,
+# but results rows carry it, so a resumed run keeps its name).
+RESUMABLE_FIELDS = frozenset(
+    {("run", k) for k in ("threads", "wandb", "wandb_project", "evaluate", "tasks", "eval_n",
+                          "data_root", "dir", "root")}
+    | {("train", k) for k in ("device", "compile", "log_interval")})
+
+# Fields that make a run an intervention on the ladder (scaling/distill.py, scaling/mlm.py).
+# While every one of them is at its default, Config.to_dict leaves them all out, so a base
+# run's config.yaml, checkpoints and derived directory (its hash) are what they were before
+# these fields existed: runs trained before them resume, and are found, where they are.
+INTERVENTION_FIELDS = frozenset({("train", "teacher"), ("train", "kd_alpha"),
+                                 ("train", "kd_temperature"), ("model", "objective")})
 
 
 @dataclass
@@ -103,6 +125,11 @@ class Config:
             raise ConfigError(f"model.block_size={m.block_size}: must be at least 2")
         if not 0.0 <= m.dropout < 1.0:
             raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
+        if m.objective not in ("clm", "mlm"):
+            raise ConfigError(f"model.objective={m.objective!r}: must be clm or mlm")
+        if m.objective == "mlm" and getattr(t, "teacher", ""):
+            raise ConfigError("model.objective=mlm cannot distil from train.teacher: "
+                              "distillation trains a causal student on a causal teacher")
         if t.tokens <= 0:
             raise ConfigError(f"train.tokens={t.tokens}: must be positive")
         if t.lr < 0:
@@ -119,6 +146,7 @@ class Config:
             raise ConfigError(f"train.device={t.device!r}: must be auto, cpu or cuda")
         if t.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.dtype={t.dtype!r}: must be auto, fp32 or bf16")
+        self._validate_distillation()
         if r.wandb not in ("auto", "disabled", "offline", "online"):
             raise ConfigError(
                 f"run.wandb={r.wandb!r}: must be auto, disabled, offline or online")
@@ -145,28 +173,90 @@ class Config:
         except UnknownTaskError as exc:
             raise ConfigError(f"run.tasks: {exc}") from None
 
+    def _validate_distillation(self) -> None:
+        """The distillation settings' values (whether the teacher exists and fits the
+        student is checked by `scaling.distill.find_teacher` when training starts: a config
+        may name a teacher that a sweep has yet to train)."""
+        import math
+
+        t = self.train
+        if not (math.isfinite(t.kd_alpha) and 0.0 <= t.kd_alpha <= 1.0):
+            raise ConfigError(f"train.kd_alpha={t.kd_alpha}: must be in [0, 1]")
+        if not (math.isfinite(t.kd_temperature) and t.kd_temperature > 0):
+            raise ConfigError(f"train.kd_temperature={t.kd_temperature}: must be positive")
+        if not t.teacher:
+            for name in ("kd_alpha", "kd_temperature"):
+                if getattr(t, name) != _field_default(TrainConfig, name):
+                    raise ConfigError(f"train.{name}={getattr(t, name)} needs a teacher "
+                                      "(train.teacher=RUN_DIR or RUN_DIR@stepN)")
+            return
+        from scaling import run_info
+
+        try:
+            run_info.parse_checkpoint_spec(t.teacher)
+        except ValueError as exc:
+            raise ConfigError(f"train.teacher={exc}") from None
+
+    def intervention(self) -> str | None:
+        """The results schema's `intervention` tag of this run (e.g. `distill:s6`, `mlm`);
+        None for the base ladder, whose rows leave the column out."""
+        if self.train.teacher:
+            from scaling import run_info
+
+            run_dir, _ = run_info.parse_checkpoint_spec(self.train.teacher)
+            rung = run_info.read(run_dir).get("rung")
+            if not rung:
+                raise ConfigError(f"train.teacher={self.train.teacher!r}: {run_dir} has no "
+                                  "run.json naming its rung")
+            return f"distill:{rung}"
+        if self.model.objective == "mlm":
+            return "mlm"
+        return None
+
     def run_dir(self) -> Path:
         """The run directory: run.dir if set, else derived from what is trained.
 
         The derived name is `{model.size}-{hash}` where the hash covers the model, data and
-        train sections, so every distinct configuration of a sweep gets its own directory and
-        re-launching the same configuration (a local re-run or a wandb agent) resumes it.
+        train sections less RESUMABLE_FIELDS (which do not change what is trained), so every
+        distinct configuration of a sweep gets its own directory and re-launching the same
+        configuration (a local re-run or a wandb agent) resumes it.
         """
         if self.run.dir:
             return Path(self.run.dir)
         import hashlib
         import json
 
-        trained = {k: v for k, v in self.to_dict().items() if k != "run"}
-        trained["train"].pop("device", None)
-        trained["train"].pop("compile", None)
-        trained["train"].pop("log_interval", None)
+        trained = {section: {k: v for k, v in values.items()
+                             if (section, k) not in RESUMABLE_FIELDS}
+                   for section, values in self.to_dict().items() if section != "run"}
         digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:8]
         return Path(self.run.root) / f"{self.model.size}-{digest}"
 
     def to_dict(self) -> dict:
-        """Plain nested dict (for YAML/JSON dumps, checkpoints and wandb)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (for YAML/JSON dumps, checkpoints and wandb); without the
+        INTERVENTION_FIELDS while all of them are at their defaults."""
+        out = dataclasses.asdict(self)
+        if all(out[s][k] == _field_default(type(getattr(self, s)), k)
+               for s, k in INTERVENTION_FIELDS):
+            for s, k in INTERVENTION_FIELDS:
+                del out[s][k]
+        return out
+
+
+def with_intervention_defaults(config: dict) -> dict:
+    """A config dict (Config.to_dict, a run's config.yaml) with the INTERVENTION_FIELDS it
+    leaves out set to their defaults, so that two such dicts compare field by field."""
+    out = {section: dict(values) if isinstance(values, dict) else values
+           for section, values in config.items()}
+    for s, k in INTERVENTION_FIELDS:
+        out.setdefault(s, {}).setdefault(k, _field_default(_field_types(Config)[s], k))
+    return out
+
+
+def _field_default(cls, name: str):
+    """The default value of the dataclass field `name` of `cls`."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def _coerce(value, typ, key: str):

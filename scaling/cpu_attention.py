@@ -1,16 +1,16 @@
 """Causal self-attention for training on CPU with small heads: a compiled kernel.
 
 Why: at the CPU ladder's heads of 24 channels and T = 128, torch's CPU flash-attention
-kernel runs its forward and backward at about a quarter of the machine's matmul peak, and
-attention is a third of a small rung's training FLOPs (FlexAttention has no CPU backward in
-torch 2.13; composing matmul and softmax ops is slower still). The kernel in
-`kernels/causal_attention.cpp` keeps each head's T x T probabilities in cache and computes
-every product over the causal triangle with register-blocked vector code, applying rotary
-embeddings as it reads q and k. `attend` takes the fused qkv projection and returns the
-merged heads, so the split, rotary and transposes around torch's attention (and their
-backward) disappear too: that whole path is 1.4-1.9x faster (`bench/attention_kernel.py`)
-and a compiled s2 training step 18% faster, with the same results within float rounding
-(~1e-6).
+kernel runs its forward and backward far below the machine's matmul peak (measured:
+docs/LOG.md), and attention is a third of a small rung's training FLOPs (FlexAttention has
+no CPU backward in torch 2.13; composing matmul and softmax ops is slower still). The kernel
+in `kernels/causal_attention.cpp` keeps each head's T x T probabilities in cache and
+computes every product over the causal triangle with register-blocked vector code, applying
+rotary embeddings as it reads q and k. `attend` takes the fused qkv projection and returns
+the merged heads, so the split, rotary and transposes around torch's attention (and their
+backward) disappear too: that whole path is faster than torch's, and so is a compiled
+training step (`bench/attention_kernel.py`; measured: docs/LOG.md), with the same results
+within float rounding (~1e-6).
 
 How: the C++ file is compiled once per machine with the system's C++ compiler
 (`$CXX`, else `c++`; `-O3 -march=native`) into ~/.cache/scaling/kernels (or

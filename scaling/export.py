@@ -57,7 +57,8 @@ from pathlib import Path
 
 import torch
 
-from scaling.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, sha256_file
+from scaling.checkpoint import (
+    CheckpointError, checkpoint_at, list_checkpoints, load_checkpoint, sha256_file)
 
 EOT = "<|endoftext|>"
 ROTARY_BASE = 10000.0  # scaling/model.py `_rotary_tables`
@@ -69,7 +70,7 @@ PROVENANCE = "scaling_export.json"
 # Fields of GPTConfig this module maps. A field added to the model later is refused until
 # it is taught here: exported silently it could change what the model computes.
 MAPPED_FIELDS = {"vocab_size", "n_layer", "d_model", "n_head", "block_size", "pos", "dropout",
-                 "mlp_ratio"}
+                 "mlp_ratio", "causal", "prompt_len"}
 # Provenance fields copied from the checkpoint's metadata (the results schema's columns).
 META_FIELDS = ("run", "rung", "step", "tokens", "flops", "params", "nonembed_params", "seed",
                "data_hash", "val_loss", "tokenizer")
@@ -89,25 +90,16 @@ def select_checkpoints(run_dir, step: str | int | None = None,
     """(step, path) of the checkpoints to export: the last one, the one at `step` (N or
     stepN) or, with all_steps, every finished one."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"{run_dir}: no such run directory")
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise ExportError(f"{run_dir}: no checkpoints (expected {run_dir / 'checkpoints'}/"
-                          "step_*.pt with its .json)")
-    if all_steps:
-        return ckpts
-    if step is None:
-        return ckpts[-1:]
     text = str(step)
     digits = text[4:] if text.startswith("step") else text
-    steps = ", ".join(str(s) for s, _ in ckpts)
-    if not digits.isdigit():
-        raise ExportError(f"--step {text}: expected N or stepN (steps: {steps})")
-    chosen = [(s, p) for s, p in ckpts if s == int(digits)]
-    if not chosen:
-        raise ExportError(f"{run_dir}: no checkpoint at step {int(digits)} (steps: {steps})")
-    return chosen
+    if step is not None and not digits.isdigit():
+        steps = ", ".join(str(s) for s, _ in list_checkpoints(run_dir)) if run_dir.is_dir() else ""
+        raise ExportError(f"--step {text}: expected N or stepN (steps: {steps or 'none'})")
+    try:
+        last = checkpoint_at(run_dir, None if step is None else int(digits))
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    return list_checkpoints(run_dir) if all_steps else [last]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -117,6 +109,14 @@ def check_mappable(model_config: dict):
     """The checkpoint's GPTConfig if GPT-NeoX can represent it exactly; else ExportError."""
     from scaling.model import GPTConfig
 
+    if not model_config.get("causal", True):
+        raise ExportError("the model is an MLM encoder (bidirectional attention): GPT-NeoX is a "
+                          "causal language model, so it cannot be exported exactly")
+    if model_config.get("prompt_len", 0):
+        raise ExportError(f"the model carries a soft prompt of {model_config['prompt_len']} "
+                          "vectors (scaling finetune --mode prompt), which GPT-NeoX has no place "
+                          "for: export the source checkpoint and prompt-tune it with peft "
+                          "(docs/hf_recipe.md)")
     unknown = sorted(set(model_config) - MAPPED_FIELDS)
     if unknown:
         raise ExportError(f"model field(s) {', '.join(unknown)} have no GPT-NeoX mapping in "

@@ -15,9 +15,12 @@ turns such files into rows of the results schema (scaling/results.py), so that
   step x `--tokens-per-step` when that is given, else empty; flops: empty. The report's
   axes that need them are then `insufficient_data`; revisions of one model are the points
   of its training dynamics.
-- params / nonembed_params: counted from the model's config.json (read with transformers
-  from the directory or the local HF cache, never the network; the model is built on the
-  meta device, so counting takes no memory): every parameter tensor once (tied ones
+- a model with a peft adapter (`peft=` in model_args) is a run of its own: `NAME+peft=ADAPTER`.
+- intervention: `--intervention TAG` tags every row (empty otherwise).
+- params / nonembed_params: a directory written by `scaling export` gives the rung's own
+  counts (scaling_export.json); otherwise counted from the model's config.json (read with
+  transformers from the directory or the local HF cache, never the network; the model is
+  built on the meta device, so counting takes no memory): every parameter tensor once (tied ones
   once); non-embedding = all but the token-embedding and position-embedding tables and an
   untied output projection (Pythia's "non-embedding" count). Without the config,
   lm-eval's own `model_num_parameters` (nonembed empty); `--params N` overrides both.
@@ -158,6 +161,22 @@ def _flag(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes")
 
 
+def exported_counts(name: str) -> tuple[int, int] | None:
+    """(params, nonembed_params) recorded by `scaling export` in a local model directory:
+    the rung's own counts, which the config's count would exceed by the zero biases that the
+    transformers class carries and our GPT does not."""
+    from scaling.export import PROVENANCE
+
+    path = Path(name) / PROVENANCE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        return int(info["params"]), int(info["nonembed_params"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def identify(data: dict, source: Path, params: int | None = None,
              nonembed_params: int | None = None) -> Model:
     """The run, rung, step and parameter counts of the model that one file scored."""
@@ -178,9 +197,14 @@ def identify(data: dict, source: Path, params: int | None = None,
     match = STEP_REVISION.fullmatch(revision)
     step = int(match.group(1)) if match else None
     run = name if match or not revision else f"{name}@{revision}"
+    if args.get("peft"):  # an adapter on the model is another model: a run of its own
+        run = f"{run}+peft={args['peft']}"
     rung = name.rstrip("/").rsplit("/", 1)[-1]
     if params is not None:
         return Model(run, rung, step, int(params), nonembed_params)
+    exported = exported_counts(name)
+    if exported is not None:
+        return Model(run, rung, step, *exported)
     counts = count_from_config(name, revision or None, _flag(args.get("trust_remote_code")))
     if counts is not None:
         return Model(run, rung, step, *counts)
@@ -238,7 +262,8 @@ def _number(value) -> float | None:
         else None
 
 
-def rows_of(data: dict, source: Path, model: Model, tokens_per_step: int | None) -> list[dict]:
+def rows_of(data: dict, source: Path, model: Model, tokens_per_step: int | None,
+            intervention: str | None = None) -> list[dict]:
     """Results-schema rows of one lm-eval results file (its probe tasks' metrics)."""
     base = {"run": model.run, "rung": model.rung, "params": model.params,
             "nonembed_params": model.nonembed_params, "step": model.step,
@@ -257,6 +282,8 @@ def rows_of(data: dict, source: Path, model: Model, tokens_per_step: int | None)
             row = dict(base, task=task.name, shots=task.shots_column, metric=metric,
                        value=value, n=n, stderr=_number(scores.get(f"{metric}_stderr,none")),
                        chance=task.chance_of(metric, examples))
+            if intervention:
+                row["intervention"] = intervention
             rows.append(row)
     if not rows:
         raise ImportLmEvalError(f"{source}: no probe-task scores in this file")
@@ -265,8 +292,11 @@ def rows_of(data: dict, source: Path, model: Model, tokens_per_step: int | None)
 
 def import_files(paths: list[str], out: str | os.PathLike, params: int | None = None,
                  nonembed_params: int | None = None,
-                 tokens_per_step: int | None = None) -> pd.DataFrame:
+                 tokens_per_step: int | None = None,
+                 intervention: str | None = None) -> pd.DataFrame:
     """Import lm-eval results files into the results file `out`; returns the new rows.
+
+    `intervention` tags every row (the schema's optional column, e.g. `finetune:full:TASK`).
 
     `out` (CSV, or Parquet by its suffix) keeps its rows except those the import replaces
     (same key). The new rows are checked against the schema before anything is written.
@@ -279,7 +309,7 @@ def import_files(paths: list[str], out: str | os.PathLike, params: int | None = 
     for path in files:
         data = read_results(path)
         model = identify(data, path, params, nonembed_params)
-        rows = rows_of(data, path, model, tokens_per_step)
+        rows = rows_of(data, path, model, tokens_per_step, intervention)
         frames.append(pd.DataFrame(rows))
         where += [f"{path} ({r['task']}, {r['metric']})" for r in rows]
     if params is not None and len({f.run.iloc[0] for f in frames}) > 1:
@@ -287,7 +317,7 @@ def import_files(paths: list[str], out: str | os.PathLike, params: int | None = 
                                 f"{len({f.run.iloc[0] for f in frames})} models; import them "
                                 "one model at a time")
     new = pd.concat(frames, ignore_index=True)
-    columns = COLUMNS + ["stderr", "chance"]
+    columns = COLUMNS + ["stderr", "chance"] + (["intervention"] if intervention else [])
     new = new[columns]
     refuse_conflicts(new, where)
     new = dedupe(new)
@@ -366,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens-per-step", type=int, default=None, metavar="N",
                    help="training tokens per optimizer step, to fill `tokens` from stepN "
                         "revisions (Pythia: 2097152 = 1024 x 2048)")
+    p.add_argument("--intervention", default=None, metavar="TAG",
+                   help="tag every row with this intervention (e.g. finetune:full:addition_3d,"
+                        " prompt:4:addition_3d); the report compares it with the base ladder")
     return p
 
 
@@ -384,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = import_files(args.results, args.out, params=args.params,
                             nonembed_params=args.nonembed_params,
-                            tokens_per_step=args.tokens_per_step)
+                            tokens_per_step=args.tokens_per_step,
+                            intervention=args.intervention)
     except (ImportLmEvalError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

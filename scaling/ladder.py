@@ -19,23 +19,23 @@ ASPECT = 24  # d_model / n_layer; also the head size. s1..s6 span 7e3..1.5e6 non
 # batch = 160 * (N / 108e6)^(2/3) sequences of 2048 tokens.
 OLMO_LR, OLMO_BATCH_SEQS, OLMO_SEQ, OLMO_N = 0.0047, 160, 2048, 108e6
 # The OLMo constants are for natural text at 190M-1.3B parameters. On our 3M-token character
-# corpus the rate decides whether induction heads form at all (copy exact match at the last
-# checkpoint, batch 16): s4 1.00 at 0.003 and 0.0029, 0.02 at 0.0044, 0.00 at 0.01; s5 0.00
-# at 0.0023, 0.06 at 0.003 (token accuracy 0.58, mid-transition); s6 0.98 on 4 letters only
-# at 0.002, 1.00/0.89/1.00/0.99 at 0.003. We keep the rule's N^(-1/3) shape scaled by
-# LR_SCALE, floored at LR_MIN (so s4-s6 get the rate that worked) and capped at LR_MAX.
+# corpus the rate decides whether induction heads form at all: at batch 16, s4-s6 did best
+# at about 0.003 and s4 failed at higher rates (measured: docs/LOG.md). We keep the rule's
+# N^(-1/3) shape scaled by LR_SCALE, floored at LR_MIN (so s4-s6 get the rate that worked)
+# and capped at LR_MAX.
 LR_SCALE = 0.1
 LR_MIN, LR_MAX = 3e-3, 1e-2
 # Batch: fewer than 16 sequences per step leaves a CPU idle between tiny matmuls. The CPU
 # sweeps pin train.batch_size=16: with a few million tokens per rung, the rule's 64-150
 # sequences would leave the large rungs a few hundred updates, too few for the induction
-# phase change (measured: s3 needed 500-750 updates of 16 x 128 copy tokens).
+# phase change (measured: docs/LOG.md).
 BATCH_MIN, BATCH_MAX = 16, 512
 
-# Named ladders: the default CPU ladder, a quick one for a first look, a tiny one for tests,
-# and a GPU ladder that continues the same rule.
+# Named ladders: the default CPU ladder, the shipped study (reports/), a quick one for a first
+# look, a tiny one for tests, and a GPU ladder that continues the same rule.
 LADDERS = {
     "cpu": ["s1", "s2", "s3", "s4", "s5", "s6"],
+    "study": ["s0", "s1", "s2", "s3", "s4"],
     "quick": ["s1", "s2", "s3", "s4"],
     "tiny": ["s1", "s2"],
     "gpu": ["s2", "s4", "s6", "s8", "s10", "s12", "s16", "s20"],
@@ -52,12 +52,21 @@ class Rung:
     n_head: int
 
 
+# The floor rung below s1: depth cannot go below one block, so s0 is one block at half s1's
+# width. It gives an ability that needs two blocks (an induction head composes a head of one
+# block with a head of an earlier one) two rungs below its onset, as a verdict of `emergent`
+# requires (docs/LOG.md, 2026-12-08).
+FLOOR = Rung("s0", 1, ASPECT // 2, 1)
+
+
 def rung(name: str) -> Rung:
-    """The shape of rung `name` ("s1", "s2", ...), from the one size rule."""
-    if not (name.startswith("s") and name[1:].isdigit() and int(name[1:]) >= 1):
-        raise ValueError(f"unknown model size {name!r}: rungs are named s1, s2, ... "
+    """The shape of rung `name` ("s0", "s1", "s2", ...), from the one size rule (s0: FLOOR)."""
+    if not (name.startswith("s") and name[1:].isdigit() and str(int(name[1:])) == name[1:]):
+        raise ValueError(f"unknown model size {name!r}: rungs are named s0, s1, s2, ... "
                          f"(default ladder: {', '.join(LADDERS['cpu'])})")
     depth = int(name[1:])
+    if depth == 0:
+        return FLOOR
     return Rung(name, depth, ASPECT * depth, depth)
 
 

@@ -1,31 +1,36 @@
 """`scaling ladder`: the main job. Plan, run the ladder sweep locally, then write the report.
 
-    scaling ladder                  # default CPU ladder (sweeps/ladder.yaml), report to reports/
+    scaling ladder                  # the default CPU ladder (sweeps/ladder.yaml): reports/ladder/
     scaling ladder --preset quick   # four rungs, a few minutes
     scaling ladder --preset seeds   # after the default ladder: seeds 1, 2 of s3..s6 (spread)
+    scaling ladder --preset distill # after the default ladder: s1..s5 distilled from its s6
+    scaling ladder --preset study   # the shipped study in reports/: s0..s4 x 3 seeds, ~40 min
+    scaling ladder --preset mlm     # the default ladder's rungs as BERT encoders (runs/mlm)
     scaling ladder --list           # the rungs: shape, parameters, FLOPs per token, LR, batch
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from scaling import ladder
+from scaling import ladder, run_info
 from scaling.config import load_config
+from scaling.sweep import FAILED, FINISHED, SKIPPED
 
 # The sweep YAMLs are package data, so an installed `scaling ladder` finds them anywhere;
 # the repository's top-level sweeps/ is a link to this folder (`wandb sweep sweeps/...`).
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 PRESETS = {"cpu": "ladder.yaml", "quick": "quick.yaml", "tiny": "tiny.yaml",
-           "seeds": "seeds.yaml"}
-# Sustained share of the matmul peak a training step reaches (bench/train_throughput.py:
-# 45-70% across the CPU ladder); used only for the time estimate in the plan.
+           "seeds": "seeds.yaml", "study": "study.yaml", "distill": "distill.yaml",
+           "mlm": "mlm.yaml"}
+# Sustained share of the matmul peak a training step reaches across the CPU ladder
+# (bench/train_throughput.py; measured: docs/LOG.md); used only for the time estimate in the
+# plan.
 PLAN_EFFICIENCY = 0.5
 
 
@@ -80,25 +85,32 @@ def timing_summary(run_dirs: list[Path]) -> dict[str, float]:
     """Sum the train/eval seconds the runs recorded in their run.json."""
     out = {"train": 0.0, "eval": 0.0}
     for d in run_dirs:
-        info_path = d / "run.json"
-        if info_path.exists():
-            info = json.loads(info_path.read_text())
-            out["train"] += info.get("train_seconds", 0.0)
-            out["eval"] += info.get("eval_seconds", 0.0)
+        info = run_info.read(d)
+        out["train"] += info.get("train_seconds", 0.0)
+        out["eval"] += info.get("eval_seconds", 0.0)
     return out
 
 
-# run.root of sweeps/ladder.yaml and sweeps/seeds.yaml: the runs the committed report shows
+# run.root of sweeps/ladder.yaml and sweeps/seeds.yaml, and of sweeps/study.yaml: the runs
+# the committed reports show
 DEFAULT_ROOT = Path("runs/ladder")
+STUDY_ROOT = Path("runs/study")
+# The committed reports: the study in reports/, the default ladder (with its seeds, which
+# share its runs) in reports/ladder/.
+COMMITTED = {("study", STUDY_ROOT): Path("reports"),
+             ("ladder", DEFAULT_ROOT): Path("reports/ladder"),
+             ("seeds", DEFAULT_ROOT): Path("reports/ladder")}
 
 
 def report_dir(sweep_name: str, root: Path) -> Path:
-    """Where a sweep's report goes by default: reports/ holds the default ladder (and its
-    seed replicates, which share its runs in runs/ladder); any other sweep, a copy of those
-    two with another run root included, reports beside its runs (ROOT/report), so a quick
-    look, a re-run elsewhere or a test never overwrites the committed report."""
-    default = sweep_name in ("ladder", "seeds") and Path(root).resolve() == DEFAULT_ROOT.resolve()
-    return Path("reports") if default else Path(root) / "report"
+    """Where a sweep's report goes by default: the study into reports/, the default ladder
+    and its seed replicates into reports/ladder/; any other sweep, a copy of those with
+    another run root included, reports beside its runs (ROOT/report), so a quick look, a
+    re-run elsewhere or a test never overwrites a committed report."""
+    for (name, committed_root), out in COMMITTED.items():
+        if sweep_name == name and Path(root).resolve() == committed_root.resolve():
+            return out
+    return Path(root) / "report"
 
 
 def where_message(sweep, out: str | None) -> str:
@@ -124,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="runs at a time (default: one per CPU core, %(default)s here; the CPU "
                         "sweeps train each run on one thread)")
-    p.add_argument("--out", help="report directory (default: reports/ for the default ladder "
-                                 "and its seeds, RUN_ROOT/report/ for any other sweep)")
+    p.add_argument("--out", help="report directory (default: reports/ for the study, "
+                                 "reports/ladder/ for the default ladder and its seeds, "
+                                 "RUN_ROOT/report/ for any other sweep)")
     p.add_argument("--list", action="store_true", help="print the rungs and exit")
     p.add_argument("--ladder", default="cpu", choices=sorted(ladder.LADDERS),
                    help="which named ladder --list prints")
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
 
-    from scaling.sweep import INTERRUPTED, SweepError, load_sweep, run_dir_of, run_sweep
+    from scaling.sweep import INTERRUPTED_MESSAGE, SweepError, load_sweep, run_dir_of, run_sweep
 
     try:
         sweep = load_sweep(args.sweep or SWEEPS_DIR / PRESETS[args.preset])
@@ -150,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = run_sweep(sweep, args.jobs)
     except KeyboardInterrupt:
-        print(f"\n{INTERRUPTED}; no report was written", file=sys.stderr)
+        print(f"\n{INTERRUPTED_MESSAGE}; no report was written", file=sys.stderr)
         return 130
     sweep_seconds = time.perf_counter() - t0
-    failed = [k for k, v in outcome.items() if v == "failed"]
+    failed = [k for k, v in outcome.items() if v == FAILED]
     if failed:
         print(f"error: {len(failed)} run(s) failed ({', '.join(failed)}); see "
               "sweep_state.json, then run the same command again to retry", file=sys.stderr)
@@ -184,8 +197,8 @@ def done_message(run_dirs: list[Path], outcome: dict[str, str], wall_seconds: fl
                  report_seconds: float) -> str:
     """The closing line: wall time, and the train/eval time of the runs done by this call
     (finished runs that were reused cost nothing now, so they are counted apart)."""
-    ran = [d for d in run_dirs if outcome.get(str(d)) == "finished"]
-    reused = sum(outcome.get(str(d)) == "skipped" for d in run_dirs)
+    ran = [d for d in run_dirs if outcome.get(str(d)) == FINISHED]
+    reused = sum(outcome.get(str(d)) == SKIPPED for d in run_dirs)
     spent = timing_summary(ran)
     return (f"ladder done in {wall_seconds / 60:.1f} min: {len(ran)} run(s) done now (train "
             f"{spent['train'] / 60:.1f} min, eval {spent['eval'] / 60:.1f} min, summed over "

@@ -27,7 +27,7 @@ would otherwise score the wrong checkpoint):
 (`trust_remote_code`, which lm-eval's --trust_remote_code adds, is accepted and unused.)
 A progress bar counts the requests of each type as they are scored.
 
-Scoring goes through the native evaluator's functions (scaling/evaluate.py): context and
+Scoring goes through the native evaluator's functions (scaling/scoring.py): context and
 continuation are encoded separately and concatenated; an empty context is the eot token;
 decoding is greedy (sampling arguments are ignored), stops at eot or an `until` string and
 decodes at most half the block size (`max_gen_toks` is capped there).
@@ -59,10 +59,10 @@ else:
 
 from scaling.allocator import keep_freed_memory
 from scaling.checkpoint import CheckpointError, list_checkpoints, load_model, read_metadata
-from scaling.evaluate import (
+from scaling.metrics import cut_at_stops
+from scaling.scoring import (
     DEFAULT_BATCH_SIZE, DEFAULT_THREADS, cpu_threads, greedy_generate, score_continuations,
     stop_token_ids)
-from scaling.metrics import cut_at_stops
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKS = 64  # when a generate_until request gives none
@@ -185,7 +185,7 @@ def auto_batch_size(model, device: str, max_batch_size: int | None = None) -> in
     if kind == "cpu":  # out of memory on a CPU is the OOM killer, never an exception
         fits = max(1, _available_memory() // 2 // row_bytes(model.cfg))
         return min(start, 1 << (fits.bit_length() - 1))
-    block = model.cfg.block_size
+    block = model.window  # the block less a soft prompt's positions (scaling/model.py)
 
     def probe(size: int) -> None:  # the heaviest calls: every position scored, a full cache
         score_continuations(model, [([0], [0] * (block - 1))] * size, size)
@@ -215,6 +215,10 @@ class ScalingLM(LM):
             "batch_size", batch_size)
         self.checkpoint = resolve_checkpoint(checkpoint, revision)
         self.model, self.meta = load_model(self.checkpoint, device=device)
+        if not self.model.cfg.causal:  # lm-eval asks for continuations of a text
+            raise CheckpointError(f"{self.checkpoint}: an MLM encoder has no left-to-right "
+                                  "likelihood for lm-eval; score it with `scaling eval` "
+                                  "(fills in the answer: scaling/mlm_scoring.py)")
         self.tokenizer = get_tokenizer(self.meta.get("tokenizer", "char"))
         self.batch_size = fixed or auto_batch_size(self.model, device, limit)
         if fixed is None:
@@ -314,7 +318,7 @@ class ScalingLM(LM):
         """Log-likelihood of whole texts, in disjoint windows that fit the block size."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-        block = self.model.cfg.block_size
+        block = self.model.window  # the block less a soft prompt's positions
         pairs, owner, last = [], [], []  # last: 1 for a request's last window (bar counts it)
         for i, req in enumerate(requests):
             tokens = self._encode(req.args[0])
@@ -399,7 +403,8 @@ def _words_until_option(rest: list[str]) -> list[str]:
 
 
 def _checkpoint_info(argv: list[str]) -> tuple[str, int | None]:
-    """(tokenizer, block size) of the checkpoint named in --model_args, if any.
+    """(tokenizer, window) of the checkpoint named in --model_args, if any: the window is
+    its block size less a soft prompt's positions (the prompts' cut, as the scorer's).
 
     With `--model scaling`, model_args are checked here (unknown keys, no checkpoint), and
     a checkpoint that is named but missing or unreadable raises CheckpointError, before
@@ -416,7 +421,8 @@ def _checkpoint_info(argv: list[str]) -> tuple[str, int | None]:
     tokenizer = read_metadata(path).get("tokenizer", "char")
     state, _ = load_checkpoint(path)
     try:
-        return tokenizer, int(state["model_config"]["block_size"])
+        config = state["model_config"]  # a soft prompt takes positions of the block
+        return tokenizer, int(config["block_size"]) - int(config.get("prompt_len", 0))
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: no model_config.block_size in the checkpoint") from None
 

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from scaling import atomic
+from scaling import run_info
 
 MODES = ("auto", "disabled", "offline", "online")
 # Set by `wandb agent` (and wandb.agent) in the environment of every run it starts.
@@ -203,9 +203,8 @@ class MetricsLogger:
 def for_eval(run_dir: Path) -> MetricsLogger:
     """A logger that adds `scaling eval` scores to the wandb run that trained `run_dir`
     (a no-op logger when that run used no wandb or WANDB_MODE=disabled)."""
-    info_path = Path(run_dir) / "run.json"
     try:
-        record = json.loads(info_path.read_text()).get("wandb")
+        record = run_info.read(run_dir).get("wandb")
     except (OSError, ValueError):
         record = None
     if not isinstance(record, dict) or not record.get("id"):
@@ -293,14 +292,13 @@ def _init(run_dir: Path, mode: str, project: str, name: str, config: dict | None
 
 def _remember(run_dir: Path, run, mode: str) -> None:
     """Store the wandb run's identity in run.json (atomically) for `scaling eval`."""
-    path = run_dir / "run.json"
     try:
-        info = json.loads(path.read_text()) if path.exists() else {}
+        info = run_info.read(run_dir)
     except ValueError:
         info = {}
     info["wandb"] = {"id": run.id, "project": run.project, "entity": run.entity or "",
                      "mode": mode, "sweep": os.environ.get(AGENT_ENV, "")}
-    atomic.write_json(path, info)
+    run_info.write(run_dir, info)
 
 
 def matmul_peak(device: str = "cpu", bf16: bool = False, seconds: float = 0.2) -> float:

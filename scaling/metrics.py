@@ -1,6 +1,6 @@
 """Per-example probe metrics and their aggregation: one definition for every evaluation path.
 
-The native evaluator (`scaling/evaluate.py`) and the lm-eval hooks
+The native evaluator (`scaling/scorer.py`, `scaling/scoring.py`) and the lm-eval hooks
 (`scaling/lm_eval_tasks/hooks.py`) both call the functions here, so a metric means the same
 thing whichever path produced the number.
 

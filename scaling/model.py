@@ -4,12 +4,14 @@ Pre-LayerNorm blocks, multi-head causal self-attention through
 `F.scaled_dot_product_attention`, a GELU MLP, residual connections and tied input/output
 embeddings (nanoGPT). Positions are learned, rotary (Su et al. 2021) or fixed sinusoidal
 (Vaswani et al. 2017). An optional KV cache serves batched greedy decoding in evaluation.
+With `GPTConfig.causal=False` the same network is an encoder (bidirectional attention), which
+the masked-language-modelling objective trains (scaling/mlm.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -30,6 +32,20 @@ class GPTConfig:
     pos: str = "learned"  # learned | rotary | sinusoidal
     dropout: float = 0.0  # residual-branch dropout
     mlp_ratio: int = 4  # MLP hidden = mlp_ratio * d_model
+    causal: bool = True  # False: bidirectional attention, an encoder (MLM, scaling/mlm.py)
+    prompt_len: int = 0  # soft-prompt vectors ahead of every sequence (prompt tuning; 0 = none)
+
+    def to_dict(self) -> dict:
+        """The fields for a checkpoint's `model_config`. `causal` is written only for an
+        encoder and `prompt_len` only with a soft prompt, so a plain decoder's checkpoint
+        holds exactly what it held before either existed (byte for byte) and tools that map
+        known fields (scaling/export.py) still read it."""
+        out = asdict(self)
+        if out["causal"]:
+            del out["causal"]
+        if not out["prompt_len"]:
+            del out["prompt_len"]
+        return out
 
 
 def _rotary_tables(head_dim: int, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,12 +66,12 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     GPT-NeoX's half-split layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), written as
     x * cos + swap_halves(x) * signed_sin; cos and sin are (T, hs) tables that broadcast
     over heads (or (B, T, hs) tables, one row of positions per sequence). With gradients:
-    three element-wise kernels instead of seven (measured 3.5x faster than the two-half
-    form on this CPU). Without (evaluation): x * cos, then each half adds the other half
-    times sin in place, with no swapped copy; evaluation batches are large enough for
-    memory traffic to bound this, and it runs 3-4x faster there (s3, 256 rows of 100
-    tokens: 5 ms instead of 15-21 ms), while for a training step's backward the in-place
-    form is 25% slower. Both agree within float rounding (1e-6).
+    three element-wise kernels instead of seven, several times faster than the two-half
+    form on CPU. Without (evaluation): x * cos, then each half adds the other half times
+    sin in place, with no swapped copy; evaluation batches are large enough for memory
+    traffic to bound this, and it is several times faster there, while for a training
+    step's backward the in-place form is slower (measured: docs/LOG.md). Both agree within
+    float rounding (1e-6).
     """
     half = x.size(-1) // 2
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
@@ -119,7 +135,7 @@ class KVCache:
         The rows' first `length` positions are gathered straight into buffers of
         `capacity` positions (at least `length`), so decoding from the selection writes in
         place: one copy, not a gather and then a grow on the next update (copying whole
-        buffers here once took 0.56 s of a 3 s evaluation of s2)."""
+        buffers here once took a sizeable share of an evaluation; measured: docs/LOG.md)."""
         capacity = max(capacity, length)
         out = KVCache(len(self.layers), capacity)
         for i, kv in enumerate(self.layers):
@@ -149,7 +165,8 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with a fused qkv projection."""
+    """Multi-head causal self-attention with a fused qkv projection (bidirectional in an
+    encoder: `GPTConfig.causal=False`)."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -157,6 +174,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
+        self.causal = cfg.causal
 
     def forward(self, x, rotary=None, cache: KVCache | None = None, layer: int = 0,
                 keep: int = 0):
@@ -169,9 +187,11 @@ class CausalSelfAttention(nn.Module):
         hs = C // self.n_head
         qkv = self.qkv(x)
         # Training on CPU: one compiled kernel from the projection to the heads' outputs,
-        # rotary included, 1.4-1.9x faster than torch's path at these head sizes
-        # (scaling/cpu_attention.py); evaluation keeps torch's kernels.
-        if (cache is None and qkv.requires_grad and (self.dropout == 0 or not self.training)
+        # rotary included, faster than torch's path at these head sizes
+        # (scaling/cpu_attention.py; measured: docs/LOG.md); evaluation keeps torch's kernels.
+        # The kernel is causal only: an encoder trains through torch's attention.
+        if (self.causal and cache is None and qkv.requires_grad
+                and (self.dropout == 0 or not self.training)
                 and cpu_attention.usable(qkv, self.n_head)):
             y = cpu_attention.attend(qkv, self.n_head, rotary)
             return F.dropout(self.proj(y), self.dropout, self.training)
@@ -205,7 +225,14 @@ class CausalSelfAttention(nn.Module):
     def _attend(self, q, k, v, cache: KVCache | None, layer: int):
         """Causal attention of queries q (B, nh, Tq, hs) that sit at the end of keys k and
         values v (B, nh, Tk, hs), Tk >= Tq. With a cache, this call's k, v are stored and
-        every cached one is attended to, except the slots `cache.visible` hides."""
+        every cached one is attended to, except the slots `cache.visible` hides. An encoder's
+        queries attend to every key, before and after them (no cache: a later token changes
+        the earlier positions' keys and values)."""
+        if not self.causal:
+            if cache is not None:
+                raise ValueError("an encoder (causal=False) has no KV cache: run whole sequences")
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=False, dropout_p=self.dropout if self.training else 0.0)
         visible = None
         if cache is not None:
             k, v = cache.update(layer, k, v)
@@ -228,10 +255,10 @@ def _attend_one_query(q, k, v, visible: torch.Tensor | None):
     """Attention of one query per row (a decoding step) over every key, except the slots
     `visible` (B, Tk) hides: scores, softmax and weighted values as batched matmuls.
 
-    With a single query there is nothing causal to mask, and on CPU this is 1.5-2x faster
-    than the flash kernel (with or without a mask) at the 20-50 cached slots evaluation
-    decodes from, and as fast from ~90 on, where reading the cache bounds both (measured at
-    s3 shapes, 250 rows); the outputs agree within 1e-6.
+    With a single query there is nothing causal to mask, and on CPU this is faster than the
+    flash kernel (with or without a mask) at the few dozen cached slots evaluation decodes
+    from, and as fast on longer caches, where reading the cache bounds both (measured at s3
+    shapes: docs/LOG.md); the outputs agree within 1e-6.
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.size(-1) ** -0.5)  # (B, nh, 1, Tk)
     if visible is not None:
@@ -291,7 +318,26 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
+        # Prompt tuning (Lester et al. 2021; scaling/finetune.py): P learned input vectors
+        # (P, d_model) that every sequence starts with, ahead of its tokens. None without one:
+        # the ladder's models and state dicts are what they were before soft prompts existed.
+        self.soft_prompt = None
+        if cfg.prompt_len:
+            if not 0 < cfg.prompt_len < cfg.block_size:
+                raise ValueError(f"prompt_len={cfg.prompt_len} must be in 1..block_size - 1 "
+                                 f"({cfg.block_size - 1})")
+            self.soft_prompt = nn.Parameter(torch.zeros(cfg.prompt_len, cfg.d_model))
         self.reset_parameters(seed)
+
+    @property
+    def prompt_len(self) -> int:
+        """Soft-prompt vectors ahead of every sequence (0 without a soft prompt)."""
+        return self.cfg.prompt_len
+
+    @property
+    def window(self) -> int:
+        """Tokens a sequence may hold: the block less the soft prompt's positions."""
+        return self.cfg.block_size - self.cfg.prompt_len
 
     @torch.no_grad()
     def reset_parameters(self, seed: int) -> None:
@@ -304,11 +350,15 @@ class GPT(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         std_out = 0.02 / math.sqrt(2 * self.cfg.n_layer)
         for name, p in self.named_parameters():
+            if p is self.soft_prompt:  # drawn last: the network's draws stay as without one
+                continue
             if p.dim() == 1:  # LayerNorm: weight 1, bias 0
                 p.fill_(1.0 if name.endswith("weight") else 0.0)
                 continue
             std = std_out if name.endswith("proj.weight") else 0.02
             p.copy_(torch.randn(p.shape, generator=gen) * std)
+        if self.soft_prompt is not None:  # prompt tuning sets its own (scaling/finetune.py)
+            self.soft_prompt.copy_(torch.randn(self.soft_prompt.shape, generator=gen) * 0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None, last: int = 0,
@@ -322,15 +372,28 @@ class GPT(nn.Module):
         computed and cached). `positions` (B, T) gives each row's token positions when they
         differ between rows (decoding with `KVCache.visible`); by default they follow on
         from `cache.pos`.
+
+        With a soft prompt (`cfg.prompt_len` = P > 0), a forward that starts a sequence (no
+        cache, or an empty one) runs the P prompt vectors first, at positions 0..P-1, and
+        the tokens after them; the outputs are the tokens' only. Positions and cache slots
+        count the prompt's, so a cache's `pos` and `positions` are P ahead of the token
+        count, and a sequence holds at most `window` = block_size - P tokens.
         """
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
-        end = start + T if positions is None else int(positions.max()) + 1
-        if end > self.cfg.block_size:
-            raise ValueError(f"sequence of {end} tokens exceeds block_size "
-                             f"{self.cfg.block_size}")
-        where = slice(start, start + T) if positions is None else positions
         x = self.wte(idx)  # (B, T, C)
+        lead = self.cfg.prompt_len if start == 0 else 0  # soft-prompt positions run now
+        if lead:
+            if positions is not None:
+                raise ValueError("positions= continues a cache that holds the soft prompt; "
+                                 "start the sequence without it")
+            x = torch.cat((self.soft_prompt.to(x.dtype).expand(B, -1, -1), x), dim=1)
+        end = start + lead + T if positions is None else int(positions.max()) + 1
+        if end > self.cfg.block_size:
+            with_prompt = f" (a soft prompt of {lead} included)" if lead else ""
+            raise ValueError(f"sequence of {end} tokens{with_prompt} exceeds block_size "
+                             f"{self.cfg.block_size}")
+        where = slice(start, end) if positions is None else positions
         rotary = None
         if self.wpe is not None:
             x = x + self.wpe.weight[where]
@@ -347,7 +410,9 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, rotary, cache, i, keep if i == len(self.blocks) - 1 else 0)
         if cache is not None:
-            cache.pos += T
+            cache.pos += lead + T
+        if lead and not keep:
+            x = x[:, lead:]  # the soft prompt's own outputs predict nothing
         x = self.ln_f(x)
         logits = F.linear(x, self.wte.weight)  # tied output embedding, (B, T, vocab)
         loss = None
@@ -359,14 +424,20 @@ class GPT(nn.Module):
         """Parameter counts by group; their sum is asserted equal to sum(p.numel()).
 
         `embedding` holds the token table (tied with the output layer, counted once) and
-        learned positions; `nonembed` is everything else, Kaplan et al. 2020's N.
+        learned positions; `nonembed` is everything else, Kaplan et al. 2020's N. A soft
+        prompt is a group of its own, `prompt` (present only with one), so that N stays the
+        network's.
         """
         embedding = self.wte.weight.numel() + (self.wpe.weight.numel() if self.wpe else 0)
+        prompt = self.soft_prompt.numel() if self.soft_prompt is not None else 0
         nonembed = sum(p.numel() for n, p in self.named_parameters()
-                       if not n.startswith(("wte.", "wpe.")))
+                       if not n.startswith(("wte.", "wpe.", "soft_prompt")))
         total = sum(p.numel() for p in self.parameters())
-        assert embedding + nonembed == total, "parameter groups do not cover the model"
-        return {"embedding": embedding, "nonembed": nonembed, "total": total}
+        assert embedding + nonembed + prompt == total, "parameter groups do not cover the model"
+        counts = {"embedding": embedding, "nonembed": nonembed, "total": total}
+        if prompt:
+            counts["prompt"] = prompt
+        return counts
 
     def estimate_flops(self) -> float:
         """Training FLOPs per token (forward + backward) at full context.

@@ -1,4 +1,5 @@
-"""The results schema (see DESIGN.md): tidy rows, one per (run, step, task, shots, metric).
+"""The results schema (README "Results schema"): tidy rows, one per (run, step, task, shots,
+metric).
 
 Every stage that produces scores goes through `append_rows`, and every reader through `load`,
 so the schema lives in exactly one place: the columns, their types, the values they may take
@@ -19,7 +20,9 @@ a validation loss at least one token); `nonembed_params` above `params`; negativ
 `flops`; a score outside its metric's range (METRIC_RANGE; metrics not listed there are not
 range-checked); a `chance` outside the range of its row's metric; an empty run, task or
 metric. An empty `value` is allowed here (a missing score; the report drops such rows); an
-empty `rung` is the run's name (each such run a rung of its own).
+empty `rung` is the run's name (each such run a rung of its own). The optional `intervention`
+is free text (empty: the base ladder); an intervention's runs carry run names of their own,
+so the key needs no intervention.
 """
 
 from __future__ import annotations
@@ -39,7 +42,12 @@ COLUMNS = [
     "task", "shots", "metric", "value", "n",
 ]
 # Optional columns: readers accept files without them.
-OPTIONAL_COLUMNS = ["chance", "seed", "data_hash"]
+OPTIONAL_COLUMNS = ["chance", "seed", "data_hash", "intervention"]
+# Which intervention produced a row (e.g. `distill:s6`, `finetune:full:addition_3d`,
+# `prompt:16:addition_3d`, `mlm`); BASE (an empty cell) is the base ladder. Read as text,
+# "" for base; `load` returns the column only when some file has it (`intervention_of`
+# answers for any table).
+INTERVENTION, BASE = "intervention", ""
 # A row is identified by this key; later rows with the same key replace earlier ones.
 KEY = ["run", "step", "task", "shots", "metric"]
 
@@ -89,6 +97,27 @@ SAME_VALUE_RTOL = 1e-9
 
 class ResultsError(ValueError):
     """A results file or directory that cannot be read as the results schema."""
+
+
+def result_row(*, run: str, rung: str, params: int, nonembed_params: int | None,
+               step: int | None, tokens: int | None, flops: float | None, task: str,
+               shots: int, metric: str, value: float | None, n: int,
+               chance: float | None = None, seed: int | None = None,
+               data_hash: str | None = None, intervention: str | None = None) -> dict:
+    """One row of the results schema, as a dict for `append_rows`.
+
+    Every required column (COLUMNS) is a keyword argument without a default, so a row
+    that lacks one fails where it is built (a TypeError naming it), not when a file is
+    read. None is an empty cell where the schema allows one: `nonembed_params`, `step`,
+    `tokens`, `flops` (results of another origin), `value` (a missing score). Optional
+    columns (OPTIONAL_COLUMNS) left at None are left out of the row, so a producer that
+    never sets one writes no such column. Keys come in the schema's order: COLUMNS, then
+    OPTIONAL_COLUMNS. Cells are checked when the rows are written (`append_rows`).
+    """
+    cells = locals()  # the arguments, by column name
+    row = {col: cells[col] for col in COLUMNS}
+    row.update((col, cells[col]) for col in OPTIONAL_COLUMNS if cells.get(col) is not None)
+    return row
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +222,8 @@ def _check_columns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     df["value"] = _as_float(_numbers(source, raw.value, "value", required=False))
     if "chance" in df.columns:
         df["chance"] = _as_float(_numbers(source, raw.chance, "chance", required=False))
+    if INTERVENTION in df.columns:
+        df[INTERVENTION] = _intervention_text(raw[INTERVENTION])
     for col in STRING_KEYS:
         empty = raw[col].isna() | raw[col].astype(str).str.strip().eq("")
         _refuse(source, raw[col], empty, col, EMPTY_RULE)
@@ -220,6 +251,27 @@ def val_loss_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df.task == VAL_TASK) & (df.metric == LOSS_METRIC)]
 
 
+def _intervention_text(raw: pd.Series) -> pd.Series:
+    """The `intervention` column as text: empty cells (NaN, None, blanks) are BASE, other
+    cells are stripped of surrounding blanks (CSV quoting carries commas and quotes)."""
+    return raw.astype(object).where(raw.notna(), BASE).astype(str).str.strip()
+
+
+def intervention_of(df: pd.DataFrame) -> pd.Series:
+    """Each row's intervention, BASE ("") for the base ladder and for files without the
+    column."""
+    if INTERVENTION not in df.columns:
+        return pd.Series(BASE, index=df.index, dtype=str)
+    return _intervention_text(df[INTERVENTION])
+
+
+def base_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The base ladder's rows (intervention empty): all rows when there is no such column."""
+    if INTERVENTION not in df.columns:
+        return df
+    return df[intervention_of(df).eq(BASE).to_numpy()]
+
+
 def read_file(path: str | os.PathLike) -> pd.DataFrame:
     """Read one results file (CSV or Parquet), checking it against the schema."""
     path = Path(path)
@@ -230,7 +282,8 @@ def read_file(path: str | os.PathLike) -> pd.DataFrame:
             df = pd.read_parquet(path)
         else:
             # names stay text: a rung called 125000000 or a run called 007 is a label
-            df = pd.read_csv(path, dtype={c: str for c in ("run", "rung", "task", "metric")})
+            df = pd.read_csv(path, dtype={c: str for c in ("run", "rung", "task", "metric",
+                                                           INTERVENTION)})
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ResultsError(f"{path}: cannot be read as a results file ({exc})") from exc
     try:
@@ -316,6 +369,8 @@ def load(path: str | os.PathLike, exclude: str | os.PathLike | None = None) -> p
     if not read:
         raise ResultsError(f"{path}: results files hold no rows")
     df = pd.concat([frame for _, frame in read], ignore_index=True)
+    if INTERVENTION in df.columns:  # files without the column hold base-ladder rows
+        df[INTERVENTION] = _intervention_text(df[INTERVENTION])
     where = [f"{f} row {k}" for f, frame in read for k in range(1, len(frame) + 1)]
     refuse_conflicts(df, where)
     return dedupe(df)

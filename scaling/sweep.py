@@ -11,11 +11,17 @@ resumes from its last checkpoint (the training program does that), a failing run
 recorded with its error in `sweep_state.json` and never stops the others, and the next call
 retries it. Ctrl-C (or SIGTERM) stops the runs that are going at their last checkpoint and
 starts no other; the same command resumes them.
+
+A sweep's runs train rungs (`scaling.train`: each run's arguments are a training config) or
+run another program of PROGRAMS (`-m scaling.finetune` in the command: fine-tuning runs),
+which reads its own arguments into the same record, a `Target`: where the run lives, and
+whether it is finished when trained or only when evaluated.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import math
@@ -27,14 +33,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from scaling import atomic, progress
-from scaling.config import ConfigError, load_config, yaml_problem
+from scaling import atomic, progress, run_info
+from scaling.config import load_config, yaml_problem
 from scaling.provenance import stale_code_message
 
 METHODS = ("grid", "random")
@@ -45,8 +52,13 @@ DISTRIBUTIONS = {"uniform", "log_uniform_values", "int_uniform", "q_uniform", "c
                  "q_log_uniform_values", "normal", "log_normal"}
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
 STATE_FILE = "sweep_state.json"
-INTERRUPTED = ("interrupted: the runs that were going stopped at their last checkpoint and "
-               "no other run started; the same command resumes them")
+# What became of a run: its `status` in sweep_state.json and its outcome in `run_sweep`'s
+# answer. RUNNING is a state only, SKIPPED (finished before this call) an outcome only: the
+# state records a skipped run as FINISHED.
+RUNNING, FINISHED, SKIPPED, FAILED, INTERRUPTED = (
+    "running", "finished", "skipped", "failed", "interrupted")
+INTERRUPTED_MESSAGE = ("interrupted: the runs that were going stopped at their last checkpoint "
+                       "and no other run started; the same command resumes them")
 
 
 class SweepError(ValueError):
@@ -62,6 +74,22 @@ class Sweep:
     command: list[str]
     program: str
     runs: list[dict] = field(default_factory=list)  # one {param: value} dict per run
+
+
+@dataclass
+class Target:
+    """What the runner needs to know of one run, whatever program it runs."""
+
+    dir: Path  # the run directory: its run.json says whether the run is finished
+    root: Path  # the sweep's directory: sweep_state.json (the runs' logs go next to dir)
+    needs_eval: bool  # finished means evaluated, not only trained
+    flops: Callable[[], float]  # planned training FLOPs for the start order (0: unknown)
+
+
+# Programs a sweep may run besides scaling.train (whose runs' arguments are training
+# configs): module -> (module, function) that reads one run's arguments into a Target
+# (ValueError with a one-line message for arguments the program refuses).
+PROGRAMS = {"scaling.finetune": ("scaling.finetune", "sweep_target")}
 
 
 def _flatten(params: dict, prefix: tuple = ()) -> dict[tuple, dict]:
@@ -173,12 +201,33 @@ def load_sweep(path: str | Path, seed: int = 0) -> Sweep:
                 for _ in range(cap)]
     sweep = Sweep(doc.get("name") or path.stem, method, [str(c) for c in command],
                   str(doc.get("program", "")), runs)
-    for run in runs:  # every parameter must parse in the training program
+    for run in runs:  # every parameter must parse in the program that runs it
         try:
-            load_config(None, run_args(run))
-        except ConfigError as exc:
+            run_target(sweep, run)
+        except ValueError as exc:  # ConfigError, or the other program's refusal
             raise SweepError(f"{path}: {exc}") from None
     return sweep
+
+
+def program_of(sweep: Sweep) -> str:
+    """The module the sweep's command runs: the one after `-m`, else `program`."""
+    command = sweep.command
+    for flag, module in zip(command, command[1:]):
+        if flag == "-m":
+            return module
+    return sweep.program
+
+
+def run_target(sweep: Sweep, run: dict) -> Target:
+    """Where one run of `sweep` lives and what finishes it, read by the program it runs
+    (a training config, or a PROGRAMS entry's reader)."""
+    program = program_of(sweep)
+    if program in PROGRAMS:
+        module, function = PROGRAMS[program]
+        return getattr(importlib.import_module(module), function)(run_args(run))
+    cfg = load_config(None, run_args(run))
+    return Target(cfg.run_dir(), Path(cfg.run.root), cfg.run.evaluate,
+                  lambda: training_flops(cfg))
 
 
 def run_args(run: dict) -> list[str]:
@@ -217,16 +266,6 @@ def run_dir_of(run: dict) -> Path:
     return load_config(None, run_args(run)).run_dir()
 
 
-def _run_info(run_dir: Path) -> dict:
-    info = run_dir / "run.json"
-    return json.loads(info.read_text()) if info.exists() else {}
-
-
-def _is_finished(info: dict, needs_eval: bool) -> bool:
-    status = info.get("status")
-    return status == "evaluated" or (status == "trained" and not needs_eval)
-
-
 class _State:
     """sweep_state.json: per-run status and last error, written atomically under a lock."""
 
@@ -253,22 +292,23 @@ def training_flops(cfg) -> float:
     return plan.flops_per_token * plan.total_steps * plan.tokens_per_step
 
 
-def start_order(cfgs: list, jobs: int) -> list[int]:
-    """Indices of a sweep's run configs in the order they start: the sweep's own order with
-    one job; largest first with several (started last, the largest rung would finish alone
+def start_order(targets: list[Target], jobs: int) -> list[int]:
+    """Indices of a sweep's runs in the order they start: the sweep's own order with one
+    job; largest first with several (started last, the largest rung would finish alone
     while the other workers sit idle)."""
-    order = list(range(len(cfgs)))
+    order = list(range(len(targets)))
     if jobs > 1:
-        cost = [training_flops(c) for c in cfgs]
+        cost = [t.flops() for t in targets]
         order.sort(key=lambda i: -cost[i])
     return order
 
 
 def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
-    """Run every unfinished run of `sweep`; returns {run_dir: "finished"|"skipped"|"failed"}."""
-    cfgs = [load_config(None, run_args(r)) for r in sweep.runs]
-    roots = {c.run.root for c in cfgs}
-    sweep_dir = Path(sorted(roots)[0]) if len(roots) == 1 else Path("runs") / sweep.name
+    """Run every unfinished run of `sweep`; returns {run_dir: FINISHED | SKIPPED | FAILED |
+    INTERRUPTED}."""
+    targets = [run_target(sweep, r) for r in sweep.runs]
+    roots = {t.root for t in targets}
+    sweep_dir = sorted(roots)[0] if len(roots) == 1 else Path("runs") / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state = _State(sweep_dir / STATE_FILE)
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -285,19 +325,19 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
     def one(i: int) -> None:
         if stop.is_set():
             return
-        run, cfg = sweep.runs[i], cfgs[i]
-        run_dir = cfg.run_dir()
+        run, target = sweep.runs[i], targets[i]
+        run_dir = target.dir
         key = str(run_dir)
-        info = _run_info(run_dir)
-        if _is_finished(info, cfg.run.evaluate):
+        info = run_info.read(run_dir)
+        if run_info.is_finished(info, target.needs_eval):
             stale = stale_code_message(run_dir, info)
             if stale and not quiet:
                 print(stale, file=sys.stderr, flush=True)
-            outcome[key] = "skipped"
-            state.set(key, status="finished", args=run_args(run))
+            outcome[key] = SKIPPED
+            state.set(key, status=FINISHED, args=run_args(run))
             return
         cmd = command_line(sweep, run)
-        state.set(key, status="running", args=run_args(run), started=time.time())
+        state.set(key, status=RUNNING, args=run_args(run), started=time.time())
         log_path = run_dir.parent / f"{run_dir.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if not quiet:
@@ -317,17 +357,17 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
             proc.wait()
             running.discard(proc)
         if stop.is_set() and proc.returncode != 0:
-            outcome[key] = "interrupted"  # resumes from its last checkpoint next time
-            state.set(key, status="interrupted", returncode=proc.returncode)
+            outcome[key] = INTERRUPTED  # resumes from its last checkpoint next time
+            state.set(key, status=INTERRUPTED, returncode=proc.returncode)
         elif proc.returncode == 0:
-            outcome[key] = "finished"
-            state.set(key, status="finished", error=None, finished=time.time())
+            outcome[key] = FINISHED
+            state.set(key, status=FINISHED, error=None, finished=time.time())
         else:
             lines = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
             errors = [x for x in lines if x.startswith("error:") or "Error" in x]
             tail = (errors or [x for x in lines if x.strip()] or [""])[-1:]
-            outcome[key] = "failed"
-            state.set(key, status="failed", returncode=proc.returncode, error=tail[0][-500:])
+            outcome[key] = FAILED
+            state.set(key, status=FAILED, returncode=proc.returncode, error=tail[0][-500:])
             print(f"run {run_dir} failed (exit {proc.returncode}): {tail[0][-300:]}",
                   file=sys.stderr, flush=True)
 
@@ -337,7 +377,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, quiet: bool = False) -> dict:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if on_main_thread else None
     try:
-        list(pool.map(one, start_order(cfgs, jobs)))
+        list(pool.map(one, start_order(targets, jobs)))
     except KeyboardInterrupt:
         # A terminal's Ctrl-C reaches the runs too; a signal sent to this process alone
         # does not, so pass it on. Runs not started yet never start.
@@ -374,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError("--jobs must be at least 1")
         sweep = load_sweep(args.file, args.seed)
         if args.dry_run:
-            cfgs = [load_config(None, run_args(r)) for r in sweep.runs]
-            for i in start_order(cfgs, args.jobs):
+            targets = [run_target(sweep, r) for r in sweep.runs]
+            for i in start_order(targets, args.jobs):
                 print(shlex.join(command_line(sweep, sweep.runs[i])))
             return 0
         outcome = run_sweep(sweep, args.jobs)
@@ -383,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr)
         return 130
-    failed = [k for k, v in outcome.items() if v == "failed"]
-    done = sum(v in ("finished", "skipped") for v in outcome.values())
+    failed = [k for k, v in outcome.items() if v == FAILED]
+    done = sum(v in (FINISHED, SKIPPED) for v in outcome.values())
     print(f"sweep {sweep.name}: {done}/{len(outcome)} runs finished"
           + (f", {len(failed)} failed (run the same command again to retry)" if failed else ""),
           file=sys.stderr)

@@ -25,3 +25,21 @@ def briefly_trained_run(_briefly_trained_run, tmp_path_factory):
     copy = tmp_path_factory.mktemp("trained_copy") / "run"
     shutil.copytree(_briefly_trained_run, copy)
     return copy
+
+
+@pytest.fixture
+def run_report(tmp_path):
+    """`run_report(df, name=..., extra=[...])`: `scaling report` on a results frame.
+
+    Writes `df` to `tmp_path/name`, reports into `tmp_path/out` with 30 bootstrap draws (plus
+    `extra` arguments) and returns `(exit code, out dir)`.
+    """
+    from analysis.report import main
+
+    def run(df, name="results.csv", extra=()):
+        src = tmp_path / name
+        df.to_csv(src, index=False)
+        out = tmp_path / "out"
+        return main(["--results", str(src), "--out", str(out), "--bootstrap", "30", *extra]), out
+
+    return run

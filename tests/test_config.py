@@ -1,11 +1,14 @@
 """Config: YAML + overrides, unknown keys, impossible values, one-line CLI errors."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 from scaling.config import (
+    RESUMABLE_FIELDS,
+    Config,
     ConfigError,
     ModelConfig,
     RunConfig,
@@ -102,3 +105,25 @@ def test_train_help_lists_every_setting_with_default_and_meaning():
             key = next(k for k in lines if k.startswith(f"--{section}.{f.name}="))
             assert key == f"--{section}.{f.name}={f.default}"
             assert len(lines[key].split()) > 1, f"{section}.{f.name} has no meaning in --help"
+
+
+# A changed value for every resumable field (run.dir aside: it names the directory itself).
+RESUMABLE_EXAMPLES = {
+    "run.threads": "2", "run.wandb": "disabled", "run.wandb_project": "other",
+    "run.evaluate": "true", "run.tasks": "copy_4", "run.eval_n": "3",
+    "run.data_root": "elsewhere", "run.root": "elsewhere", "train.device": "cpu",
+    "train.compile": "true", "train.log_interval": "3"}
+
+
+def test_resumable_fields_are_fields_and_leave_the_derived_run_directory_alone():
+    """One list says what may change on resume (train.py) and what the run directory's hash
+    leaves out (config.py); a field outside it names another directory."""
+    cfg = Config()
+    for section, key in RESUMABLE_FIELDS:
+        assert key in {f.name for f in dataclasses.fields(getattr(cfg, section))}
+    assert {f"{s}.{k}" for s, k in RESUMABLE_FIELDS} == set(RESUMABLE_EXAMPLES) | {"run.dir"}
+    base = load_config(None, []).run_dir()
+    for key, value in RESUMABLE_EXAMPLES.items():
+        assert load_config(None, [f"--{key}={value}"]).run_dir().name == base.name, key
+    for key, value in {"train.lr": "0.1", "train.seed": "1", "data.seed": "1"}.items():
+        assert load_config(None, [f"--{key}={value}"]).run_dir().name != base.name, key

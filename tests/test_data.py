@@ -9,27 +9,26 @@ import re
 import numpy as np
 import pytest
 
-from scaling.data import (
-    SKILLS,
-    CharTokenizer,
-    CorpusSpec,
-    Example,
+from scaling.data.contamination import check_contamination
+from scaling.data.corpus import CorpusSpec, generate_text
+from scaling.data.shards import (
     ShardError,
-    TokenStream,
     build_corpus,
-    check_contamination,
     data_hash,
-    generate_text,
     get_batch,
-    get_skill,
-    get_tokenizer,
-    heldout_examples,
-    is_heldout,
     open_shard,
     read_manifest,
-    sample_train,
     spec_hash,
 )
+from scaling.data.skills import (
+    SKILLS,
+    Example,
+    get_skill,
+    heldout_examples,
+    is_heldout,
+    sample_train,
+)
+from scaling.data.tokenizer import CharTokenizer, get_tokenizer
 
 SMALL = {"train_tokens": 20_000, "val_tokens": 2_000}
 
@@ -289,12 +288,10 @@ def test_get_batch_ranks_cover_global_batch():
     gx, _ = get_batch(shard, 3, 8, 32)
     rows = np.zeros((8, 32), dtype=np.int64)
     for rank in range(4):
-        stream = TokenStream(shard, 8, 32, rank=rank, world_size=4)
-        x, _ = stream.batch(3)
+        x, _ = get_batch(shard, 3, 8, 32, rank=rank, world_size=4)
         assert x.shape == (2, 32)
         rows[rank::4] = x.numpy()
     assert (rows == gx.numpy()).all()
-    assert TokenStream(shard, 8, 32).tokens_seen(3) == 3 * 8 * 32
     with pytest.raises(ValueError):
         get_batch(shard, 0, 6, 32, rank=0, world_size=4)
 

@@ -20,17 +20,19 @@ pytest.importorskip("safetensors")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from scaling import evaluate as ev  # noqa: E402
 from scaling import export as ex  # noqa: E402
 from scaling.checkpoint import list_checkpoints, load_model, save_checkpoint  # noqa: E402
 from scaling.data.skills.base import Example  # noqa: E402
 from scaling.data.tokenizer import get_tokenizer  # noqa: E402
 from scaling.metrics import aggregate, cut_at_stops, generate_scores  # noqa: E402
+from scaling import scoring  # noqa: E402
 from scaling.model import GPT, GPTConfig  # noqa: E402
+from scaling.scorer import prepare, score_task  # noqa: E402
 from scaling.tasks import GENERATE, LINE_START, Task, get_tasks  # noqa: E402
 from scaling.tasks.base import EXTRA_TOKENS, fit_context, generation_budget, room_needed  # noqa: E402
 
 PER_TASK = 3  # probe instances per task in the greedy and tokenizer checks
+from helpers import FixedTask  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- runs
@@ -173,8 +175,8 @@ def test_pipeline_greedy_equals_native(runs, name):
                           block)
         text = tok.decode(ctx)
         assert tok.encode(text) == ctx  # the pipeline reads text: the same prompt tokens
-        stop = ev.stop_token_ids(tok, task.stop)
-        ours = ev.greedy_generate(model, [ctx], [answer + EXTRA_TOKENS], stop)[0]
+        stop = scoring.stop_token_ids(tok, task.stop)
+        ours = scoring.greedy_generate(model, [ctx], [answer + EXTRA_TOKENS], stop)[0]
         ours = cut_at_stops(tok.decode(ours), task.stop)
         budget = generation_budget(answer + EXTRA_TOKENS, block)
         out = pipe(text, do_sample=False, max_new_tokens=budget, return_full_text=False)
@@ -193,21 +195,13 @@ def test_pipeline_greedy_equals_native(runs, name):
 
 def echo_task(model, tok, n=16):
     """Gold answers from the model's own greedy rollouts, so exact matches and misses occur."""
-    stop = ev.stop_token_ids(tok, (LINE_START,))
+    stop = scoring.stop_token_ids(tok, (LINE_START,))
     prompts = [e.prompt for e in get_tasks("addition_3d")[0].examples()[:n]]
-    rolls = ev.greedy_generate(model, [tok.encode(LINE_START + p) for p in prompts],
-                               [6] * n, stop)
+    rolls = scoring.greedy_generate(model, [tok.encode(LINE_START + p) for p in prompts],
+                                    [6] * n, stop)
     fixed = [Example("addition", 3, p, r if i % 2 == 0 and r else r[:1] + "#7")
              for i, (p, r) in enumerate(zip(prompts, map(tok.decode, rolls)))]
     return FixedTask("echo", skill="addition", difficulty=3, fixed=tuple(fixed))
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedTask(Task):
-    fixed: tuple = ()
-
-    def examples(self):
-        return list(self.fixed)
 
 
 def lm_eval_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -227,17 +221,17 @@ def scored_by_lm_eval_rule(model, tok, task) -> dict[str, float]:
     Where a context ends in whitespace (fewshot's "A: ") this differs from the native
     evaluator, which scores exactly the gold answer's own tokens after the context's."""
     block = model.cfg.block_size
-    prep = ev.prepare(task, tok)
-    stop = ev.stop_token_ids(tok, task.stop)
+    prep = prepare(task, tok)
+    stop = scoring.stop_token_ids(tok, task.stop)
     per = []
     for e, ctx, gold in zip(prep.examples, prep.contexts, prep.golds):
         ctx = fit_context(ctx, room_needed(GENERATE, len(gold), block), block)
         text, pieces = tok.decode(ctx), [tok.decode([t]) for t in gold]
         pairs = [lm_eval_pair(tok, text + "".join(pieces[:i]), p) for i, p in enumerate(pieces)]
-        scores = ev.score_continuations(model, pairs)
+        scores = scoring.score_continuations(model, pairs)
         lps = [float(s.logprobs.sum()) for s in scores]
         greedy = [bool((s.argmax[: len(c)] == c).all()) for s, (_, c) in zip(scores, pairs)]
-        out = ev.greedy_generate(model, [ctx], [len(gold) + EXTRA_TOKENS], stop)[0]
+        out = scoring.greedy_generate(model, [ctx], [len(gold) + EXTRA_TOKENS], stop)[0]
         per.append(generate_scores(cut_at_stops(tok.decode(out), task.stop), e.answer, lps,
                                    greedy))
     return {m: v for m, (v, _) in aggregate(per).items()}
@@ -255,7 +249,7 @@ def test_lm_eval_hf_backend_matches_native(runs, name, tmp_path, monkeypatch):
     model, tok = native(run)
     tasks = [echo_task(model, tok)] + [dataclasses.replace(t, n=12) for t in get_tasks(
         "addition_mc_2d,addition_3d,copy_4,chain_2hop,icl_4shot,modular_7,fewshot_1shot")]
-    ours = {t.id: {m: v for m, (v, _) in ev.score_task(model, tok, ev.prepare(t, tok)).items()}
+    ours = {t.id: {m: v for m, (v, _) in score_task(model, tok, prepare(t, tok)).items()}
             for t in tasks}
     if name == "char":
         assert 0 < ours["echo"]["exact_match"] < 1  # matches and misses both occur
@@ -403,3 +397,18 @@ def test_help_teaches(capsys):
     assert "--all" in text and "stepN" in text and "pipeline" in text and "--model hf" in text
     main(["--help"])
     assert "export" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("prompt_len", 4, "soft prompt of 4 vectors"),
+    ("causal", False, "MLM encoder"),
+])
+def test_interventions_without_a_gpt_neox_form_are_refused_in_one_line(field, value, words):
+    from scaling.export import ExportError, check_mappable
+
+    config = {"vocab_size": 128, "n_layer": 1, "d_model": 24, "n_head": 1, "block_size": 128,
+              "pos": "rotary", "dropout": 0.0, "mlp_ratio": 4, field: value}
+    with pytest.raises(ExportError, match=words) as info:
+        check_mappable(config)
+    assert "\n" not in str(info.value)
+    check_mappable({**config, field: {"prompt_len": 0, "causal": True}[field]})  # defaults map

@@ -310,6 +310,27 @@ def test_revisions_steps_tokens_and_params(tmp_path):
     assert (df[df.step == 3000].params == 70_426_624).all()
 
 
+def test_adapter_is_a_run_of_its_own_and_rows_carry_the_intervention(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()  # what `scaling export` records: the rung's own counts, not the config's
+    (export / "scaling_export.json").write_text(json.dumps({"params": 10128,
+                                                             "nonembed_params": 7056}))
+    base = fake_results(name=str(export))
+    tuned = fake_results(name=str(export))
+    tuned["config"]["model_args"]["peft"] = "adapter"
+    tuned["results"]["probe_addition_mc_2d"]["accuracy,none"] = 0.75
+    out = tmp_path / "out.csv"
+    assert imp.main([write(tmp_path / "base.json", base), "--out", str(out)]) == 0
+    assert imp.main([write(tmp_path / "tuned.json", tuned), "--out", str(out),
+                     "--intervention", "prompt:4:addition_mc_2d"]) == 0
+    df = load(out)
+    acc = df[df.metric == "accuracy"].set_index("run")
+    assert acc.value.to_dict() == {str(export): 0.5, f"{export}+peft=adapter": 0.75}
+    assert acc.intervention.to_dict() == {str(export): "",
+                                          f"{export}+peft=adapter": "prompt:4:addition_mc_2d"}
+    assert (df.params == 10128).all() and (df.nonembed_params == 7056).all()
+
+
 def test_bad_input_is_one_line(tmp_path, capsys):
     out = str(tmp_path / "out.csv")
 

@@ -1,5 +1,7 @@
 """`scaling ladder --list` and the plan printed before the main job starts."""
 
+import pytest
+
 from scaling import ladder
 from scaling.ladder_cli import SWEEPS_DIR, PRESETS, main, print_plan
 from scaling.sweep import load_sweep
@@ -27,25 +29,38 @@ def test_jobs_below_one_is_a_one_line_error(capsys):
     assert "--jobs must be at least 1" in capsys.readouterr().err
 
 
-def test_only_the_default_ladder_and_its_seeds_report_into_reports():
+def test_only_the_study_and_the_default_ladder_report_into_reports():
     from pathlib import Path
 
-    from scaling.ladder_cli import report_dir
-
     from scaling.config import load_config
-    from scaling.ladder_cli import DEFAULT_ROOT
+    from scaling.ladder_cli import DEFAULT_ROOT, STUDY_ROOT, report_dir
     from scaling.sweep import run_args
 
     sweeps = {p: load_sweep(SWEEPS_DIR / f) for p, f in PRESETS.items()}
     names = {p: sw.name for p, sw in sweeps.items()}
-    for preset in ("cpu", "seeds"):  # the committed report shows the runs in DEFAULT_ROOT
+    for preset in ("cpu", "seeds"):  # the committed ladder report shows the runs in DEFAULT_ROOT
         assert load_config(None, run_args(sweeps[preset].runs[0])).run.root == str(DEFAULT_ROOT)
-    root = DEFAULT_ROOT
-    assert report_dir(names["cpu"], root) == report_dir(names["seeds"], root) == Path("reports")
+    assert load_config(None, run_args(sweeps["study"].runs[0])).run.root == str(STUDY_ROOT)
+    assert report_dir(names["study"], STUDY_ROOT) == Path("reports")
+    assert (report_dir(names["cpu"], DEFAULT_ROOT) == report_dir(names["seeds"], DEFAULT_ROOT)
+            == Path("reports/ladder"))
     other = Path("runs/x")
     assert report_dir(names["quick"], other) == report_dir(names["tiny"], other) == other / "report"
-    # A copy of the default ladder with another run root does not overwrite reports/.
+    # A copy of a committed sweep with another run root does not overwrite a committed report.
     assert report_dir(names["cpu"], Path("/tmp/elsewhere")) == Path("/tmp/elsewhere/report")
+    assert report_dir(names["study"], Path("/tmp/elsewhere")) == Path("/tmp/elsewhere/report")
+
+
+def test_study_ladder_has_two_one_block_rungs_below_s2():
+    from scaling import ladder
+
+    shapes = [ladder.rung(name) for name in ladder.LADDERS["study"]]
+    assert [r.n_layer for r in shapes[:2]] == [1, 1] and shapes[2].n_layer == 2
+    sizes = [r["nonembed_params"] for r in ladder.describe(ladder.LADDERS["study"])]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    for bad in ("s", "s-1", "s01", "sx", "m3"):
+        with pytest.raises(ValueError, match="rungs are named"):
+            ladder.rung(bad)
 
 
 def test_done_message_counts_only_the_runs_done_now(tmp_path):

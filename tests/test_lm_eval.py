@@ -22,6 +22,7 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 import scaling.tasks as registry  # noqa: E402
 from scaling import evaluate as ev  # noqa: E402
+from scaling import scoring  # noqa: E402
 from scaling.checkpoint import list_checkpoints, load_model, save_checkpoint  # noqa: E402
 from scaling.data.skills.base import Example  # noqa: E402
 from scaling.data.tokenizer import get_tokenizer  # noqa: E402
@@ -30,19 +31,12 @@ from scaling.lm_eval_backend import (  # noqa: E402
     ModelArgsError, ScalingLM, cli_main, resolve_checkpoint)
 from scaling.lm_eval_tasks import TAG, export, lm_eval_name  # noqa: E402
 from scaling.model import GPT, GPTConfig  # noqa: E402
-from scaling.tasks import LINE_START, Task, get_tasks  # noqa: E402
+from scaling.scorer import prepare  # noqa: E402
+from scaling.tasks import LINE_START, get_tasks  # noqa: E402
+
+from helpers import FixedTask  # noqa: E402
 
 TOK = get_tokenizer("char")
-
-
-@dataclasses.dataclass(frozen=True)
-class FixedTask(Task):
-    """A task with hand-made instances."""
-
-    fixed: tuple = ()
-
-    def examples(self):
-        return list(self.fixed)
 
 
 def save_untrained(run_dir, step=0, seed=0, block_size=128):
@@ -68,10 +62,10 @@ def trained(briefly_trained_run):
 
 def echo_task(model, n=24):
     """Gold answers from the model's own greedy rollouts: some match, some diverge."""
-    stop = ev.stop_token_ids(TOK, (LINE_START,))
+    stop = scoring.stop_token_ids(TOK, (LINE_START,))
     prompts = [e.prompt for e in get_tasks("addition_3d")[0].examples()[:n]]
-    rollouts = ev.greedy_generate(model, [TOK.encode(LINE_START + p) for p in prompts],
-                                  [10] * n, stop)
+    rollouts = scoring.greedy_generate(model, [TOK.encode(LINE_START + p) for p in prompts],
+                                       [10] * n, stop)
     fixed = []
     for i, (prompt, roll) in enumerate(zip(prompts, map(TOK.decode, rollouts))):
         answer = roll if i % 2 == 0 and roll else (roll[:1] + "#7")
@@ -145,11 +139,11 @@ def test_char_flags_are_the_teacher_forced_argmax_for_the_char_tokenizer(trained
     # token per character the teacher-forced argmax gives the same flags in one pass.
     run_dir, (_, ckpt) = trained
     model, _ = load_model(ckpt)
-    prep = ev.prepare(echo_task(model), TOK)
-    tf, _ = ev.teacher_force_and_decode(model, prep.contexts, prep.golds,
-                                        ev.stop_token_ids(TOK, ("\n",)))
+    prep = prepare(echo_task(model), TOK)
+    tf, _ = scoring.teacher_force_and_decode(model, prep.contexts, prep.golds,
+                                             scoring.stop_token_ids(TOK, ("\n",)))
     fast = [list(s.argmax[: len(g)] == g) for s, g in zip(tf, prep.golds)]
-    text = ev.char_greedy_flags(model, TOK, prep.contexts, [e.answer for e in prep.examples])
+    text = scoring.char_greedy_flags(model, TOK, prep.contexts, [e.answer for e in prep.examples])
     assert [list(map(bool, f)) for f in fast] == text
     assert 0 < sum(map(sum, text)) < sum(map(len, text))  # hits and misses both occur
 
@@ -178,19 +172,19 @@ def test_bpe_checkpoint_native_and_lm_eval_agree(tmp_path):
                      "tokenizer": str(tmp_path / "bpe.json")})
     # Gold answers that start like the model's own greedy rollouts, so some characters hit.
     prompts = [e.prompt for e in get_tasks("addition_2d")[0].examples()[:12]]
-    rolls = ev.greedy_generate(model, [tok.encode(LINE_START + p) for p in prompts], [3] * 12,
-                               ev.stop_token_ids(tok, ()))
+    rolls = scoring.greedy_generate(model, [tok.encode(LINE_START + p) for p in prompts],
+                                    [3] * 12, scoring.stop_token_ids(tok, ()))
     fixed = tuple(Example("addition", 2, p, (tok.decode(r) or "5")[:3] + ("" if i % 2 else "9"))
                   for i, (p, r) in enumerate(zip(prompts, rolls)))
     task = FixedTask("echo", skill="addition", difficulty=2, fixed=fixed)
     # At the answer's token boundaries the teacher-forced argmax stands in for a decoding
     # step (the same tokens in); the flags are those of decoding at every character.
-    prep = ev.prepare(task, tok)
-    tf, _ = ev.teacher_force_and_decode(model, prep.contexts, prep.golds, {tok.eot_id})
+    prep = prepare(task, tok)
+    tf, _ = scoring.teacher_force_and_decode(model, prep.contexts, prep.golds, {tok.eot_id})
     answers = [e.answer for e in fixed]
-    assert ev.char_greedy_flags(model, tok, prep.contexts, answers,
-                                forced=list(zip(prep.golds, tf))) == \
-        ev.char_greedy_flags(model, tok, prep.contexts, answers)
+    forced = [scoring.ForcedAnswer(g, s) for g, s in zip(prep.golds, tf)]
+    assert scoring.char_greedy_flags(model, tok, prep.contexts, answers, forced=forced) == \
+        scoring.char_greedy_flags(model, tok, prep.contexts, answers)
     native = native_scores(tmp_path / "run", 0, [task])
     assert 0 < native[("echo", 0, "token_accuracy")] < 1
     names = export(tmp_path / "tasks", tasks=[task], tokenizer=str(tmp_path / "bpe.json"),
@@ -290,11 +284,11 @@ def test_backend_requests(tmp_path):
     run = save_untrained(tmp_path / "run", block_size=32)
     lm = ScalingLM.create_from_arg_string(f"checkpoint={run}",
                                           {"batch_size": 1, "device": "cuda:0"})
-    assert lm.batch_size == ev.DEFAULT_BATCH_SIZE  # lm-eval's default 1 does not override
+    assert lm.batch_size == scoring.DEFAULT_BATCH_SIZE  # lm-eval's default 1 does not override
     assert ScalingLM.create_from_arg_string(f"checkpoint={run},batch_size=8",
                                             {"batch_size": 4}).batch_size == 8
     assert ScalingLM.create_from_arg_obj({"checkpoint": str(run)}, {"batch_size": "auto"}
-                                         ).batch_size == ev.DEFAULT_BATCH_SIZE
+                                         ).batch_size == scoring.DEFAULT_BATCH_SIZE
     model = lm.model
     # loglikelihood: empty context is eot; is_greedy agrees with the argmax
     (ll, greedy), (ll2, _), (ll3, g3) = lm.loglikelihood(
@@ -327,8 +321,8 @@ def test_backend_requests(tmp_path):
         ("A 12+34=", {"until": ["\n"], "max_gen_toks": 5}),
         ("A 12+34=", {"until": ["zz", "\n"], "max_gen_toks": 500, "do_sample": False}),
         ("", {"until": "\n"})]))
-    stop = ev.stop_token_ids(TOK, ["\n"])
-    ref = ev.greedy_generate(model, [TOK.encode("A 12+34=")], [5], stop)[0]
+    stop = scoring.stop_token_ids(TOK, ["\n"])
+    ref = scoring.greedy_generate(model, [TOK.encode("A 12+34=")], [5], stop)[0]
     assert outs[0] == TOK.decode(ref)
     assert len(outs[1]) <= 16 and "zz" not in outs[1]
     assert isinstance(outs[2], str)
@@ -490,7 +484,7 @@ def test_cli_model_args_errors_are_one_line(tmp_path, monkeypatch, capsys):
 def test_auto_batch_size_on_cpu_follows_memory(tmp_path, monkeypatch):
     run = save_untrained(tmp_path / "run")
     lm = ScalingLM(checkpoint=str(run), batch_size="auto", device="cpu")
-    assert lm.batch_size == ev.DEFAULT_BATCH_SIZE  # a CPU gains nothing past it
+    assert lm.batch_size == scoring.DEFAULT_BATCH_SIZE  # a CPU gains nothing past it
     assert ScalingLM(checkpoint=str(run), batch_size="auto:4", max_batch_size=40,
                      device="cpu").batch_size == 32  # a power of two up to max_batch_size
     # Little memory left: as many rows as fit in half of it.

@@ -6,91 +6,18 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from analysis import dynamics, emergence, mirage
 from analysis.report import main
+from helpers import STEPS, make_results
 from scaling.results import COLUMNS
 
-BATCH_TOKENS = 4096
-STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1500, 2000, 2500]
 
-
-def make_results(n_rungs: int = 6, tasks: dict | None = None, *, steps=STEPS, n: int = 300,
-                 metrics=("exact_match", "token_accuracy", "edit_similarity",
-                          "answer_logprob"),
-                 optional: bool = True, seed: int = 0) -> pd.DataFrame:
-    """A synthetic ladder in the results schema with planted abilities.
-
-    Validation loss follows L = 1.5 + 30 N^-0.25 + 10 D^-0.2 (N params, D tokens; about 4.4
-    to 2.6 at the end of training). Every task's per-token accuracy p is a function of that
-    loss, so the same ability shows along training and across rungs:
-    - "mirage": p = exp(-0.65 (L - 2.57)) rises smoothly (0.3 to 0.97 over the ladder);
-      exact match = p^L with L = 8 answer tokens.
-    - "smooth": p linear in the loss (0.15 to 0.6 over the ladder), exact match = p.
-    - "flat": every score at chance plus noise.
-    - "choice": a multiple-choice probe (metrics accuracy and gold_prob, chance 1/4) whose
-      accuracy rises smoothly from chance.
-    """
-    tasks = tasks or {"addition": "mirage", "copy": "smooth", "chain": "flat"}
-    rng = np.random.default_rng(seed)
-    sizes = np.geomspace(2e4, 3e6, n_rungs).astype(int)
-    rows = []
-    for i, params in enumerate(sizes):
-        run = f"r{i}"
-        for step in steps:
-            tokens = step * BATCH_TOKENS
-            loss = 1.5 + 30 * params ** -0.25 + (10 * tokens ** -0.2 if tokens else 3.0)
-            loss = float(loss * (1 + 0.003 * rng.standard_normal()))
-            base = {"run": run, "rung": f"R{i}", "params": int(params),
-                    "nonembed_params": int(params * 0.9), "step": step, "tokens": tokens,
-                    "flops": 6.0 * params * tokens}
-            if optional:
-                base.update(seed=0, data_hash="abc123")
-            rows.append(dict(base, task="val", shots=0, metric="loss", value=loss, n=50_000,
-                             **({"chance": np.nan} if optional else {})))
-            for task, kind in tasks.items():
-                length, chance = (8, 0.0) if kind == "mirage" else (1, 0.1)
-                if kind == "mirage":
-                    p = float(np.clip(np.exp(-0.65 * (loss - 2.57)), 1e-3, 0.999))
-                elif kind == "smooth":
-                    p = float(np.clip(0.15 + 0.25 * (4.4 - loss), 0.02, 0.99))
-                else:
-                    p = 0.1
-                scores = {"exact_match": rng.binomial(n, p ** length) / n,
-                          "token_accuracy": rng.binomial(n * length, p) / (n * length),
-                          "edit_similarity": float(np.clip(
-                              0.2 + 0.8 * p + 0.01 * rng.standard_normal(), 0, 1)),
-                          "answer_logprob": length * np.log(p) + 0.05 * rng.standard_normal(),
-                          "contains": rng.binomial(n, min(1.0, 1.2 * p)) / n}
-                if kind == "choice":
-                    q = float(np.clip(0.25 + 0.3 * (4.4 - loss), 0.25, 0.95))
-                    scores = {"accuracy": rng.binomial(n, q) / n,
-                              "gold_prob": float(np.clip(q - 0.05 + 0.01 * rng.standard_normal(),
-                                                         0, 1))}
-                    chance = 0.25
-                for metric in metrics if kind != "choice" else ("accuracy", "gold_prob"):
-                    row = dict(base, task=task, shots=0 if kind != "smooth" else 3,
-                               metric=metric, value=float(scores[metric]), n=n)
-                    if optional:
-                        row["chance"] = chance if metric in ("exact_match", "accuracy") \
-                            else np.nan
-                    rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _run(tmp_path, df, name="results.csv", extra=()):
-    src = tmp_path / name
-    df.to_csv(src, index=False)
-    out = tmp_path / "out"
-    return main(["--results", str(src), "--out", str(out), "--bootstrap", "30", *extra]), out
-
-
-def test_report_end_to_end(tmp_path, capsys):
-    rc, out = _run(tmp_path, make_results(tasks={"addition": "mirage", "copy": "smooth",
-                                                 "chain": "flat", "quiz": "choice"}))
+def test_report_end_to_end(tmp_path, run_report, capsys):
+    rc, out = run_report(make_results(tasks={"addition": "mirage", "copy": "smooth",
+                                             "chain": "flat", "quiz": "choice"}))
     assert rc == 0, capsys.readouterr().err
     for f in ("emergence.csv", "dynamics.csv", "mirage.csv", "fits.csv", "backtest.csv",
               "report.md", "report.html"):
@@ -138,22 +65,22 @@ def test_report_end_to_end(tmp_path, capsys):
     assert "<table>" in (out / "report.html").read_text()
 
 
-def test_report_without_optional_columns(tmp_path, capsys):
+def test_report_without_optional_columns(run_report, capsys):
     df = make_results(optional=False, tasks={"chain": "flat"}, n_rungs=4)
     assert "chance" not in df.columns
-    rc, out = _run(tmp_path, df)
+    rc, out = run_report(df)
     assert rc == 0, capsys.readouterr().err
     md = (out / "report.md").read_text()
     assert "No task was found emergent" in md
     assert "no emergence to test" in md
 
 
-def test_chinchilla_with_three_token_budgets(tmp_path, capsys):
+def test_chinchilla_with_three_token_budgets(run_report, capsys):
     # 4 sizes x 3 budgets: the loss is planted as 1.5 + 30 N^-0.25 + 10 D^-0.2
     df = pd.concat([make_results(n_rungs=4, tasks={"chain": "flat"}, steps=STEPS[:cut],
                                  seed=cut).assign(run=lambda d, c=cut: d.run + f"-{c}")
                     for cut in (len(STEPS), len(STEPS) - 3, len(STEPS) - 6)])
-    rc, out = _run(tmp_path, df)
+    rc, out = run_report(df)
     assert rc == 0, capsys.readouterr().err
     fits = pd.read_csv(out / "fits.csv")
     chin = fits[fits.law == "chinchilla"].set_index("param")
@@ -171,9 +98,9 @@ def test_error_empty_file(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_error_missing_columns(tmp_path, capsys):
+def test_error_missing_columns(tmp_path, run_report, capsys):
     df = make_results(n_rungs=4, tasks={"chain": "flat"}).drop(columns=["flops", "n"])
-    rc, out = _run(tmp_path, df)
+    rc, out = run_report(df)
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "flops" in err
     assert err.count(str(tmp_path)) == 1  # the file is named once
@@ -202,14 +129,14 @@ def test_analysis_never_imports_torch():
 
 
 @pytest.mark.slow
-def test_report_speed(tmp_path):
+def test_report_speed(run_report):
     """~6 runs x 15 checkpoints x 20 task/shots x 5 metrics must report in under 10 s."""
     kinds = ["mirage", "smooth", "flat", "flat", "smooth"] * 4
     df = make_results(tasks={f"t{i}": k for i, k in enumerate(kinds)},
                       metrics=("exact_match", "token_accuracy", "edit_similarity",
                                "answer_logprob", "contains"))
     t0 = time.process_time()  # CPU time: wall time on a shared machine measures the others
-    rc, _ = _run(tmp_path, df, extra=["--bootstrap", "100"])
+    rc, _ = run_report(df, extra=["--bootstrap", "100"])
     assert rc == 0 and time.process_time() - t0 < 10
 
 

@@ -1,11 +1,22 @@
 """Results files: processes that append to one run at once keep each other's rows."""
 
+import inspect
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
-from scaling.results import append_rows, load, read_file
+from scaling.results import (
+    COLUMNS,
+    LOSS_METRIC,
+    OPTIONAL_COLUMNS,
+    VAL_TASK,
+    append_rows,
+    load,
+    read_file,
+    result_row,
+)
 
 WRITER = """
 import sys
@@ -78,3 +89,37 @@ def test_load_skips_an_excluded_report_copy(tmp_path):
     append_rows(tmp_path / "report", [_published(value=0.25)])  # a stale copy, re-scored since
     assert load(tmp_path / "run").value.tolist() == [0.5]
     assert load(tmp_path, exclude=tmp_path / "report").value.tolist() == [0.5]
+
+
+# One validation-loss row, every required column given.
+CELLS = dict(run="r", rung="s1", params=10128, nonembed_params=7056, step=4, tokens=8192,
+             flops=8.0e8, task=VAL_TASK, shots=0, metric=LOSS_METRIC, value=4.15, n=65536)
+
+
+def test_result_row_takes_the_schema_columns_and_requires_every_required_one():
+    params = inspect.signature(result_row).parameters
+    assert list(params) == COLUMNS + OPTIONAL_COLUMNS  # a column added to the schema fails here
+    assert all(params[c].kind is inspect.Parameter.KEYWORD_ONLY for c in params)
+    assert [c for c in params if params[c].default is inspect.Parameter.empty] == COLUMNS
+    for col in COLUMNS:
+        with pytest.raises(TypeError, match=f"'{col}'"):
+            result_row(**{k: v for k, v in CELLS.items() if k != col})
+
+
+def test_result_row_lists_columns_in_schema_order_and_leaves_out_unset_optional_ones():
+    assert list(result_row(**CELLS)) == COLUMNS
+    row = result_row(**CELLS, data_hash="ab12", seed=3)
+    assert list(row) == COLUMNS + ["seed", "data_hash"]
+    assert row == dict(CELLS, seed=3, data_hash="ab12")
+    assert result_row(**CELLS, chance=0.1)["chance"] == 0.1
+
+
+def test_rows_built_by_result_row_round_trip(tmp_path):
+    append_rows(tmp_path, [result_row(**CELLS, seed=0, data_hash="ab12"),
+                           result_row(**dict(CELLS, step=None, tokens=None, flops=None,
+                                             nonembed_params=None, task="t", metric="m"))])
+    df = load(tmp_path)
+    assert list(df.columns) == COLUMNS + ["seed", "data_hash"]
+    val, other = df.iloc[0], df.iloc[1]
+    assert val.to_dict() == dict(CELLS, seed=0, data_hash="ab12")
+    assert other[["step", "tokens", "flops", "nonembed_params", "seed"]].isna().all()

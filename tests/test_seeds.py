@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.seeds import COLUMNS, seed_spread
-from test_report import _run, make_results
+from helpers import make_results
 
 
 def _replicated(plant: bool) -> pd.DataFrame:
@@ -30,21 +30,21 @@ def test_sampling_noise_alone_is_not_flagged():
     assert (spread[spread.metric == "loss"].spread < 0.1).all()
 
 
-def test_a_seed_dependent_ability_is_flagged_and_reported(tmp_path):
+def test_a_seed_dependent_ability_is_flagged_and_reported(run_report):
     spread = seed_spread(_replicated(plant=True))
     flagged = spread[spread.beyond_sampling]
     assert set(zip(flagged.task, flagged.metric)) == {("copy", "exact_match")}
     assert flagged.iloc[0]["min"] == 0.0 and flagged.iloc[0]["max"] == 1.0
-    rc, out = _run(tmp_path, _replicated(plant=True))
+    rc, out = run_report(_replicated(plant=True))
     assert rc == 0
     md = (out / "report.md").read_text()
     assert "## Seed spread" in md and "`copy` (3-shot) exact_match" in md
     assert pd.read_csv(out / "seeds.csv").beyond_sampling.sum() == 1
 
 
-def test_without_replicates_the_table_is_empty_and_the_section_absent(tmp_path):
+def test_without_replicates_the_table_is_empty_and_the_section_absent(run_report):
     assert seed_spread(make_results()).empty
-    rc, out = _run(tmp_path, make_results())
+    rc, out = run_report(make_results())
     assert rc == 0
     assert list(pd.read_csv(out / "seeds.csv").columns) == COLUMNS
     assert "Seed spread" not in (out / "report.md").read_text()

@@ -12,51 +12,34 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import run_scaling, sweep_file
 from scaling.results import KEY, load
 from scaling.sweep import SweepError, command_line, load_sweep, run_args
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
-SMALL = {"model.block_size": {"value": 32}, "train.batch_size": {"value": 8},
-         "train.val_tokens": {"value": 512}, "data.train_tokens": {"value": 40000},
-         "data.val_tokens": {"value": 3000}, "train.ckpt_interval": {"value": 10}}
-
-
-def _sweep_file(tmp_path, params, name="s", method="grid", **extra):
-    doc = {"name": name, "program": "scaling.train", "method": method,
-           "parameters": {**SMALL, "run.root": {"value": str(tmp_path / "runs" / name)},
-                          "run.data_root": {"value": str(tmp_path / "data")}, **params},
-           "command": ["${env}", "${interpreter}", "-m", "scaling.train", "${args}"], **extra}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def _scaling(*args, cwd=None, **kw):
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600, **kw)
-
-
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_every_sweep_yaml_is_a_wellformed_wandb_sweep(path):
     doc = yaml.safe_load(path.read_text())
     assert doc["method"] in ("grid", "random", "bayes")
-    assert doc["command"][:4] == ["${env}", "${interpreter}", "-m", "scaling.train"]
+    program = doc["command"][3]  # training, or fine-tuning (sweeps/finetune.yaml)
+    assert program in ("scaling.train", "scaling.finetune") and program == doc["program"]
+    assert doc["command"][:4] == ["${env}", "${interpreter}", "-m", program]
     assert "${args}" in doc["command"]
     for spec in doc["parameters"].values():
         assert set(spec) & {"value", "values", "distribution", "parameters"}
-    sweep = load_sweep(path)  # every run's arguments parse in the training program
+    sweep = load_sweep(path)  # every run's arguments parse in the program that runs it
     assert sweep.runs
     cmd = command_line(sweep, sweep.runs[0])
-    assert cmd[:3] == [sys.executable, "-m", "scaling.train"]
+    assert cmd[:3] == [sys.executable, "-m", program]
     assert all(a.startswith("--") and "=" in a for a in cmd[3:])
 
 
 def test_args_are_what_a_wandb_agent_passes(tmp_path):
-    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1"]},
-                                  "run.evaluate": {"value": False},
-                                  "data": {"parameters": {"seed": {"value": 3}}}})
+    path = sweep_file(tmp_path, {"model.size": {"values": ["s1"]},
+                                 "run.evaluate": {"value": False},
+                                 "data": {"parameters": {"seed": {"value": 3}}}})
     args = run_args(load_sweep(path).runs[0])
     assert "--run.evaluate=False" in args and "--data={'seed': 3}" in args
 
@@ -76,14 +59,14 @@ def test_bad_sweep_files_are_one_line_errors(tmp_path, change, message):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(SweepError, match=message.replace("(", r"\(")):
         load_sweep(path)
-    proc = _scaling("sweep", str(path))
+    proc = run_scaling("sweep", str(path))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_random_sweep_is_seeded(tmp_path):
-    path = _sweep_file(tmp_path, {"train.lr": {"distribution": "log_uniform_values",
-                                               "min": 1e-4, "max": 1e-2}}, method="random",
-                       run_cap=3)
+    path = sweep_file(tmp_path, {"train.lr": {"distribution": "log_uniform_values",
+                                              "min": 1e-4, "max": 1e-2}}, method="random",
+                      run_cap=3)
     a, b, c = load_sweep(path, 0), load_sweep(path, 0), load_sweep(path, 1)
     assert a.runs == b.runs and a.runs != c.runs and len(a.runs) == 3
     assert all(1e-4 <= r["train.lr"] <= 1e-2 for r in a.runs)
@@ -91,8 +74,8 @@ def test_random_sweep_is_seeded(tmp_path):
 
 def test_tiny_sweep_end_to_end(tmp_path):
     t0 = time.time()
-    proc = _scaling("sweep", str(REPO / "sweeps" / "tiny.yaml"), cwd=tmp_path,
-                    env=dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1"))
+    proc = run_scaling("sweep", str(REPO / "sweeps" / "tiny.yaml"), cwd=tmp_path,
+                       env=dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.time() - t0 < 120
     df = load(tmp_path / "runs" / "tiny")
@@ -104,14 +87,14 @@ def test_tiny_sweep_end_to_end(tmp_path):
     logs = [p.read_text() for p in (tmp_path / "runs" / "tiny").glob("*.log")]
     assert len(logs) == 2 and not any("\r" in text for text in logs)
     assert all("train " in text and "100%" in text for text in logs)
-    again = _scaling("sweep", str(REPO / "sweeps" / "tiny.yaml"), cwd=tmp_path)
+    again = run_scaling("sweep", str(REPO / "sweeps" / "tiny.yaml"), cwd=tmp_path)
     assert again.returncode == 0 and "2/2 runs finished" in again.stderr
 
 
 def test_killed_runner_resumes_and_every_run_finishes_once(tmp_path):
-    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1", "s2", "s1"]},
-                                  "train.tokens": {"values": [30000]},
-                                  "train.seed": {"values": [0, 1]}})
+    path = sweep_file(tmp_path, {"model.size": {"values": ["s1", "s2", "s1"]},
+                                 "train.tokens": {"values": [30000]},
+                                 "train.seed": {"values": [0, 1]}})
     sweep = load_sweep(path)
     assert len(sweep.runs) == 6  # two of them identical: one directory, trained once
     proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(path)],
@@ -130,7 +113,7 @@ def test_killed_runner_resumes_and_every_run_finishes_once(tmp_path):
     proc.wait()
     first_finished = {k: v["finished"] for k, v in runs.items() if v["status"] == "finished"}
 
-    again = _scaling("sweep", str(path))
+    again = run_scaling("sweep", str(path))
     assert again.returncode == 0, again.stderr[-2000:]
     runs = json.loads(state.read_text())["runs"]
     assert len(runs) == 4 and all(r["status"] == "finished" for r in runs.values())
@@ -144,25 +127,25 @@ def test_killed_runner_resumes_and_every_run_finishes_once(tmp_path):
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path):
     # n_head=5 passes config validation (width comes from the rung) but s1's width 24 is
     # not divisible by 5: that run fails inside the training program.
-    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1"]},
-                                  "model.n_head": {"values": [5, 0]},
-                                  "train.tokens": {"value": 5000}})
-    proc = _scaling("sweep", str(path))
+    path = sweep_file(tmp_path, {"model.size": {"values": ["s1"]},
+                                 "model.n_head": {"values": [5, 0]},
+                                 "train.tokens": {"value": 5000}})
+    proc = run_scaling("sweep", str(path))
     assert proc.returncode == 1
     runs = json.loads((tmp_path / "runs" / "s" / "sweep_state.json").read_text())["runs"]
     failed = [r for r in runs.values() if r["status"] == "failed"]
     assert len(failed) == 1 and "not divisible" in failed[0]["error"]
     assert sum(r["status"] == "finished" for r in runs.values()) == 1
-    retry = _scaling("sweep", str(path))  # the next call retries it (and it fails again)
+    retry = run_scaling("sweep", str(path))  # the next call retries it (and it fails again)
     assert retry.returncode == 1 and "1 failed" in retry.stderr
 
 
 def test_with_several_jobs_the_largest_runs_start_first(tmp_path):
-    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1", "s3", "s2"]},
-                                  "train.tokens": {"value": 5000}})
+    path = sweep_file(tmp_path, {"model.size": {"values": ["s1", "s3", "s2"]},
+                                 "train.tokens": {"value": 5000}})
     sizes = {}
     for jobs in (1, 2):
-        proc = _scaling("sweep", str(path), "--dry-run", "--jobs", str(jobs))
+        proc = run_scaling("sweep", str(path), "--dry-run", "--jobs", str(jobs))
         assert proc.returncode == 0, proc.stderr
         sizes[jobs] = [line.split("--model.size=")[1].split()[0]
                        for line in proc.stdout.splitlines()]
@@ -175,9 +158,9 @@ def test_an_interrupted_sweep_stops_its_runs_and_starts_no_other(tmp_path, how):
     # Runs that say they started and sleep: the runner's side of an interrupt, without
     # training.
     script = "import sys, time; print('started', file=sys.stderr); time.sleep(120)"
-    path = _sweep_file(tmp_path, {"model.size": {"values": ["s1", "s2", "s3"]},
-                                  "train.tokens": {"value": 5000}},
-                       command=["${interpreter}", "-c", script, "${args}"])
+    path = sweep_file(tmp_path, {"model.size": {"values": ["s1", "s2", "s3"]},
+                                 "train.tokens": {"value": 5000}},
+                      command=["${interpreter}", "-c", script, "${args}"])
     proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

@@ -193,9 +193,8 @@ def test_run_args_match_the_agent():
 
 
 def test_report_logs_figures_and_an_artifact(clean_env, tmp_path, capsys):
-    from test_report import make_results
-
     from analysis.report import main as report_main
+    from helpers import make_results
 
     clean_env.setenv("WANDB_MODE", "offline")
     clean_env.setenv("WANDB_DIR", str(tmp_path))

@@ -39,9 +39,10 @@ SYNTHETIC = "synthetic"
 def default_mix() -> dict[str, float]:
     """Default share of characters per skill.
 
-    Induction-type skills (copy, in-context mapping, chains) get 70%: in our runs a 3-layer
-    model needed ~500-750 updates of pure copy data to form induction heads, and at a 15%
-    share none of them did within 3M tokens. Arithmetic gets 20%, filler prose 5%.
+    Induction-type skills (copy, in-context mapping, chains) get 70%: induction heads need
+    hundreds of updates of copy-like data to form, and at a small share of the mix they did
+    not form within the CPU ladder's token budget (measured: docs/LOG.md). Arithmetic gets
+    20%, filler prose 5%.
     """
     return {
         "copy": 0.25,

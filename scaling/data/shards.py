@@ -262,34 +262,3 @@ def get_batch(
     buf = torch.from_numpy(np.asarray(shard[idx], dtype=np.int64))
     return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
-
-class TokenStream:
-    """A shard bound to one batch geometry and DDP rank: `batch(step)` -> (x, y)."""
-
-    def __init__(
-        self,
-        shard: np.ndarray,
-        batch_size: int,
-        block_size: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.shard = shard
-        self.batch_size = batch_size
-        self.block_size = block_size
-        self.rank = rank
-        self.world_size = world_size
-
-    @property
-    def tokens_per_step(self) -> int:
-        """Global tokens (all ranks) consumed per step, counting inputs only."""
-        return self.batch_size * self.block_size
-
-    def tokens_seen(self, step: int) -> int:
-        """Global training tokens consumed before `step` (the results schema's `tokens`)."""
-        return step * self.tokens_per_step
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's (x, y) at `step` (see `get_batch`)."""
-        return get_batch(self.shard, step, self.batch_size, self.block_size,
-                         self.rank, self.world_size)

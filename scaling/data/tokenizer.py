@@ -93,7 +93,8 @@ class CharTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` of each text, in one numpy pass over all of them (an evaluation
-        tokenizes tens of thousands of short prompts: one call each took 6% of it at s2)."""
+        tokenizes tens of thousands of short prompts: one call each took a measurable share
+        of it; measured: docs/LOG.md)."""
         try:
             ids = self.encode_array("".join(texts)).tolist()
         except ValueError:
