@@ -29,27 +29,30 @@ The steps of a verdict, in order (each a function below, tested on its own):
    `holds_across_seeds` (proportions with replicates): every size's replicates share one
    rate (chi-square homogeneity test, family-wise ALPHA_SEEDS over the sizes tested);
    `seed_spread` is the largest range (max - min) of replicate scores at one size.
-3. Chance (`chance`, where the results carry it). Scores below chance count as chance
-   (BIG-bench's normalised score floors random guessing at 0), so rising from 0 to chance
-   -- the answer format learned, not the ability -- is no rise at all.
-4. Outlier (`trend_tests.single_outlier`, 5 or more points): one point that alone breaks an
-   otherwise monotone series by more than Z_OUTLIER standard errors (e.g. one rung that
-   failed to train) is set aside and named (`outlier`, its axis value); the rest is judged.
-   A reversal carried by two or more points is not an outlier but a shape (step 7).
-5. `flat`: no monotone trend, by Bartholomew's test over the whole curve
+3. Chance (`_chance_floor`; `chance`, where the results carry it). Scores below chance
+   count as chance (BIG-bench's normalised score floors random guessing at 0), so rising
+   from 0 to chance -- the answer format learned, not the ability -- is no rise at all.
+4. Outlier (`_shape_step`: `trend_tests.single_outlier`, 5 or more points): one point that
+   alone breaks an otherwise monotone series by more than Z_OUTLIER standard errors (e.g.
+   one rung that failed to train) is set aside and named (`outlier`, its axis value); the
+   rest is judged. A reversal carried by two or more points is not an outlier but a shape
+   (step 6).
+5. `flat` (`_flat_step`): no monotone trend, by Bartholomew's test over the whole curve
    (`trend_tests.monotone_trend`, p-value `trend_p` >= ALPHA_TREND), or, where chance is
    known, the highest level of the best monotone fit is within Z_CHANCE standard errors of
    chance (the ability is never above chance).
-6. Shape of a trend: `non_monotone` when a curve that rises then falls (or falls then
-   rises), each arm two or more points, fits better than any monotone curve by more than
-   NONMONO_GAIN in chi2 (a likelihood ratio; calibrated on monotone curves so that they are
-   called non-monotone in well under 1% of draws), and better than a monotone curve with
-   any one point left out by more than OUTLIER_MARGIN (else one point carries the reversal,
-   step 4). U shapes and inverted U's are neither emergent nor flat.
-7. `smooth` for every monotone trend that is not emergent (significant declines included:
-   an ability that gets worse with scale is not one that turns on).
-8. `emergent`, Wei et al.'s (2022) definition made operational: absent in smaller models,
-   present in larger ones, not predictable by extrapolating the smaller ones. All of:
+6. Shape of a trend (`_shape_step`, which runs it before steps 4 and 5): `non_monotone` when
+   a curve that rises then falls (or falls then rises), each arm two or more points, fits
+   better than any monotone curve by more than NONMONO_GAIN in chi2 (a likelihood ratio;
+   calibrated on monotone curves so that they are called non-monotone in well under 1% of
+   draws), and better than a monotone curve with any one point left out by more than
+   OUTLIER_MARGIN (else one point carries the reversal, step 4). U shapes and inverted U's
+   are neither emergent nor flat.
+7. `smooth` (`_rise_step`) for every monotone trend that is not emergent (significant
+   declines included: an ability that gets worse with scale is not one that turns on).
+8. `emergent` (`_rise_step`, then `_is_emergent`), Wei et al.'s (2022) definition made
+   operational: absent in smaller models, present in larger ones, not predictable by
+   extrapolating the smaller ones. All of:
    - the trend rises, and a step or a sigmoid in u fits better than a line (AIC with the
      known variances; AICc when the noise was estimated from the same residuals; the step
      needs 4 points, the sigmoid 5);
@@ -66,13 +69,14 @@ The steps of a verdict, in order (each a function below, tested on its own):
      line). A curve already rising at the smallest model (e.g. a concave log-probability)
      is therefore never emergent, however steep its start.
 
-Threshold (emergent verdicts only; NaN otherwise): where the fitted curve has done half of
-its rise over the data (for a sigmoid whose plateaus are both observed, its midpoint 10^x0;
-for a step, between the two points around the jump). Interval: the 95% percentile interval
-of that point over parametric bootstrap refits of the sigmoid (noise drawn from the
-variances above). When the data cannot resolve the rise -- the step is the best fit, the
-sigmoid's steepness sits on its bound, or no point lies inside its 10%-90% rise -- the data
-only place the jump between two adjacent points, and the interval is that bracket.
+Threshold (`_threshold_interval`; emergent verdicts only, NaN otherwise): where the fitted
+curve has done half of its rise over the data (for a sigmoid whose plateaus are both
+observed, its midpoint 10^x0; for a step, between the two points around the jump). Interval:
+the 95% percentile interval of that point over parametric bootstrap refits of the sigmoid
+(noise drawn from the variances above). When the data cannot resolve the rise -- the step is
+the best fit, the sigmoid's steepness sits on its bound, or no point lies inside its 10%-90%
+rise -- the data only place the jump between two adjacent points, and the interval is that
+bracket.
 
 BIG-bench numbers (Srivastava et al. 2022), on the points sorted by scale:
 I = sign(argmax y - argmin y) (max y - min y); breakthroughness = I / sqrt(median(dy^2));
@@ -88,6 +92,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -341,8 +346,148 @@ def _crossing(p: dict, u: np.ndarray, frac: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# the verdict
+# the verdict, step by step
 # --------------------------------------------------------------------------------------------
+
+@dataclass
+class Series:
+    """What steps 4-8 judge: the points sorted by scale, scores below chance raised to it."""
+
+    x: np.ndarray  # axis values
+    u: np.ndarray  # scale coordinate
+    y: np.ndarray  # mean score per axis value, floored at chance
+    noise: Noise
+
+    def without(self, i: int) -> Series:
+        """The series with point i set aside (an outlier)."""
+        keep = np.arange(self.y.size) != i
+        return Series(self.x[keep], self.u[keep], self.y[keep], self.noise.subset(keep))
+
+
+class Trend(NamedTuple):
+    """What the flat step hands on: a monotone trend's direction and the variances at its
+    rates (the noise under "the curve is monotone")."""
+
+    increasing: bool
+    var: np.ndarray
+
+
+class Rise(NamedTuple):
+    """What the rise step hands on: a step or sigmoid that beat the line, and where it rises
+    (in u: 10%, half and 90% of its rise; all three at the jump for a step)."""
+
+    best: str  # "step" or "sigmoid"
+    rise: float  # fitted score at the largest point minus at the smallest
+    onset: float
+    threshold: float
+    done: float
+    step_j: int  # the step jumps before point step_j
+    sig: fits.FitResult | None  # the sigmoid fit (None under 5 points)
+
+
+def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
+             n_boot: int = 100, seed: int = fits.SEED) -> Verdict:
+    """Verdict on one series y(x); `n` = examples behind each score (for the noise),
+    `chance` = the score of random guessing (NaN when unknown).
+
+    Points with the same x are replicates (averaged). The steps and their rules are those of
+    the module docstring; each step returns the finished verdict or what the next one needs,
+    and records what it measured in `out`.
+    """
+    pts = _points(x, y, n, axis)  # 1. points
+    bt, lin = bigbench_scores(pts.y)
+    out = Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=pts.u.size)
+    if out.n_points < MIN_POINTS:
+        return out
+    noise = _noise(pts, n is not None)  # 2. noise
+    out.holds_across_seeds, out.seed_spread = noise.holds_across_seeds, noise.seed_spread
+    yv, chance = _chance_floor(pts.y, chance, noise.binomial)  # 3. chance
+    if np.ptp(yv) == 0:  # e.g. exact match 0 (or at chance) at every size
+        out.trend_p = 1.0
+        return _flat(out)
+    series = _shape_step(Series(pts.x, pts.u, yv, noise), out)  # 4, 6. outlier, non_monotone
+    if isinstance(series, Verdict):
+        return series
+    trend = _flat_step(series, chance, out)  # 5. flat
+    if isinstance(trend, Verdict):
+        return trend
+    rise = _rise_step(series, trend, seed, out)  # 7. smooth
+    if isinstance(rise, Verdict):
+        return rise
+    if not _is_emergent(series.u, series.y, trend.var, rise.onset, rise.done, rise.rise,
+                        chance):  # 8. emergent
+        return out  # smooth: a rise, but not from chance, or one the smaller models predict
+    return _emergent(series, trend.var, rise, axis, n_boot, seed, out)
+
+
+def _chance_floor(y: np.ndarray, chance, binomial: bool) -> tuple[np.ndarray, float]:
+    """Step 3: (scores with those below chance raised to chance, chance); chance is NaN when
+    unknown, and for scores without binomial noise (a log-probability has no chance rate)."""
+    chance = float(chance) if chance is not None and np.isfinite(chance) else np.nan
+    if not binomial:
+        chance = np.nan
+    return (np.maximum(y, chance) if np.isfinite(chance) else y), chance
+
+
+def _flat(out: Verdict) -> Verdict:
+    """`out` as a `flat` verdict: a constant, no rise."""
+    out.verdict, out.best_fit, out.rise = "flat", "constant", 0.0
+    return out
+
+
+def _shape_step(s: Series, out: Verdict) -> Series | Verdict:
+    """Steps 4 and 6, shape first: `non_monotone` for a curve that turns back, carried by two
+    or more points on each arm; else `s` with the one point that alone breaks an otherwise
+    monotone series set aside (its axis value in `out.outlier`), or `s` as it is."""
+    var_mono = _monotone_variance(s.y, s.noise)
+    gain, uni = trend_tests.unimodal_gain(s.y, 1 / var_mono, at_least=NONMONO_GAIN)
+    if gain > NONMONO_GAIN and (trend_tests.one_removed_chi2(s.y, 1 / var_mono) - uni.chi2
+                                > OUTLIER_MARGIN):
+        out.verdict, out.best_fit = "non_monotone", uni.shape
+        return out
+    outlier = trend_tests.single_outlier(s.y, var_mono, Z_OUTLIER)
+    if outlier is None:
+        return s
+    out.outlier = float(s.x[outlier.index])
+    return s.without(outlier.index)
+
+
+def _flat_step(s: Series, chance: float, out: Verdict) -> Trend | Verdict:
+    """Step 5: `flat` when neither a straight nor any monotone trend runs over the whole curve
+    (tested with the variances of the constant; the smaller p-value in `out.trend_p`), or the
+    best monotone fit never clears chance; else the trend."""
+    pooled = float(np.average(s.y, weights=s.noise.n_eff))
+    w0 = 1 / s.noise.at(pooled)
+    trend = trend_tests.monotone_trend(s.y, w0)
+    out.trend_p = min(trend.p_value, trend_tests.linear_trend_p(s.u, s.y, w0))
+    var = _monotone_variance(s.y, s.noise)
+    top = _top_level(trend.fit.fitted, 1 / var)
+    if out.trend_p >= ALPHA_TREND or (np.isfinite(chance)
+                                      and top[0] - chance <= Z_CHANCE * top[1]):
+        return _flat(out)
+    return Trend(trend.fit.increasing, var)
+
+
+def _rise_step(s: Series, trend: Trend, seed: int, out: Verdict) -> Rise | Verdict:
+    """Step 7: the best (AIC) of a line, a step and a sigmoid in u, with its rise and the
+    verdict `smooth`, in `out`; finished there unless the trend rises and a step or a sigmoid
+    with a finite midpoint beats the line -- then that curve's rise, for step 8."""
+    fitted, step_j, sig = _shape_fits(s.u, s.y, trend.var, seed)
+    best = _select(fitted, s.y, None if s.noise.estimated_from_fit else trend.var)
+    f = fitted[best]
+    out.verdict, out.best_fit, out.sigmoid = "smooth", best, sig
+    out.rise = rise = float(f[-1] - f[0])
+    if not trend.increasing or rise <= 0 or best == "linear":
+        return out
+    if best == "sigmoid":
+        t_u = _crossing(sig.params, s.u, 0.5)
+        onset, done = _crossing(sig.params, s.u, 0.1), _crossing(sig.params, s.u, 0.9)
+    else:
+        t_u = onset = done = 0.5 * (s.u[step_j - 1] + s.u[step_j])
+    if not np.isfinite(t_u):
+        return out
+    return Rise(best, rise, onset, t_u, done, step_j, sig)
+
 
 def _weighted_mean(y, var) -> tuple[float, float]:
     """(inverse-variance weighted mean, its standard error)."""
@@ -377,14 +522,27 @@ def _is_emergent(u, y, var, onset: float, done: float, rise: float, chance: floa
     return miss > UNPREDICTED_FRACTION * rise and miss > Z_NOISE * se_miss
 
 
-def _threshold_interval(u, y, var, best, sig, step_j, onset, done, t_u, n_boot, seed):
+def _emergent(s: Series, var: np.ndarray, r: Rise, axis: str, n_boot: int, seed: int,
+              out: Verdict) -> Verdict:
+    """Step 8's verdict: `emergent`, with where the rise starts and ends and the threshold and
+    its interval (clipped to the data), in axis units."""
+    out.verdict = "emergent"
+    out.onset, out.done = _to_axis(r.onset, axis), _to_axis(r.done, axis)
+    lo, hi = _threshold_interval(s.u, s.y, var, r, n_boot, seed)
+    lo, hi = float(np.clip(lo, s.u[0], s.u[-1])), float(np.clip(hi, s.u[0], s.u[-1]))
+    ends = sorted([_to_axis(lo, axis), _to_axis(hi, axis)])
+    out.threshold, out.threshold_low, out.threshold_high = float(_to_axis(r.threshold, axis)), *ends
+    return out
+
+
+def _threshold_interval(u, y, var, r: Rise, n_boot: int, seed: int) -> tuple[float, float]:
     """(low, high) of the threshold in u (see the module docstring)."""
-    i_hi = int(np.argmax(u >= t_u))
+    i_hi = int(np.argmax(u >= r.threshold))
     bracket = (u[max(i_hi - 1, 0)], u[i_hi])
-    if best == "step":
-        return u[step_j - 1], u[step_j]
-    lo = hi = t_u
-    unresolved = sig.status == "hit_bound" or not np.any((u > onset) & (u < done))
+    if r.best == "step":
+        return u[r.step_j - 1], u[r.step_j]
+    lo = hi = r.threshold
+    unresolved = r.sig.status == "hit_bound" or not np.any((u > r.onset) & (u < r.done))
     if n_boot > 0:
         boot = fits.fit_sigmoid_logx(u, y, sigma=np.sqrt(var), log_x=False, n_boot=n_boot,
                                      seed=seed, parametric=True)
@@ -398,87 +556,7 @@ def _threshold_interval(u, y, var, best, sig, step_j, onset, done, t_u, n_boot, 
             unresolved = unresolved or np.mean(boot.draws[:, 2] >= fits.K_MAX * 0.999) > 0.05
     if unresolved:
         lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
-    return min(lo, t_u), max(hi, t_u)
-
-
-def classify(x, y, n=None, *, chance: float = np.nan, axis: str = "params",
-             n_boot: int = 100, seed: int = fits.SEED) -> Verdict:
-    """Verdict on one series y(x); `n` = examples behind each score (for the noise),
-    `chance` = the score of random guessing (NaN when unknown).
-
-    Points with the same x are replicates (averaged). See the module docstring for the rules.
-    """
-    pts = _points(x, y, n, axis)
-    m = pts.u.size
-    bt, lin = bigbench_scores(pts.y)
-    out = Verdict("insufficient_data", breakthroughness=bt, linearity=lin, n_points=m)
-    if m < MIN_POINTS:
-        return out
-    noise = _noise(pts, n is not None)
-    out.holds_across_seeds, out.seed_spread = noise.holds_across_seeds, noise.seed_spread
-    chance = float(chance) if chance is not None and np.isfinite(chance) else np.nan
-    if not noise.binomial:
-        chance = np.nan  # chance is a rate: it means nothing for a log-probability
-    u, yv, keep = pts.u, pts.y, np.ones(m, bool)
-    if np.isfinite(chance):
-        yv = np.maximum(yv, chance)  # below chance counts as chance
-    if np.ptp(yv) == 0:  # e.g. exact match 0 (or at chance) at every size
-        out.verdict, out.best_fit, out.rise, out.trend_p = "flat", "constant", 0.0, 1.0
-        return out
-
-    # 4. shape first: a curve that turns back, carried by two or more points on each arm
-    # (non_monotone); else one point that alone breaks a monotone series is set aside
-    var_mono = _monotone_variance(yv, noise)
-    gain, uni = trend_tests.unimodal_gain(yv, 1 / var_mono, at_least=NONMONO_GAIN)
-    if gain > NONMONO_GAIN and (trend_tests.one_removed_chi2(yv, 1 / var_mono) - uni.chi2
-                                > OUTLIER_MARGIN):
-        out.verdict, out.best_fit = "non_monotone", uni.shape
-        return out
-    outlier = trend_tests.single_outlier(yv, var_mono, Z_OUTLIER)
-    if outlier is not None:
-        out.outlier = float(pts.x[outlier.index])
-        keep[outlier.index] = False
-    u, yv, sub = u[keep], yv[keep], noise.subset(keep)
-
-    # 5. flat: neither a straight nor any monotone trend over the whole curve (variances of
-    # the constant), or a curve that never clears chance
-    pooled = float(np.average(yv, weights=sub.n_eff))
-    w0 = 1 / sub.at(pooled)
-    trend = trend_tests.monotone_trend(yv, w0)
-    out.trend_p = min(trend.p_value, trend_tests.linear_trend_p(u, yv, w0))
-    var = _monotone_variance(yv, sub)
-    top = _top_level(trend.fit.fitted, 1 / var)
-    if out.trend_p >= ALPHA_TREND or (np.isfinite(chance)
-                                      and top[0] - chance <= Z_CHANCE * top[1]):
-        out.verdict, out.best_fit, out.rise = "flat", "constant", 0.0
-        return out
-
-    # 7-8. a monotone trend: smooth, or emergent
-    fitted, step_j, sig = _shape_fits(u, yv, var, seed)
-    best = _select(fitted, yv, None if sub.estimated_from_fit else var)
-    f = fitted[best]
-    out.verdict, out.best_fit, out.sigmoid = "smooth", best, sig
-    out.rise = rise = float(f[-1] - f[0])
-    if not trend.fit.increasing or rise <= 0 or best == "linear":
-        return out
-    if best == "sigmoid":
-        t_u = _crossing(sig.params, u, 0.5)
-        onset, done = _crossing(sig.params, u, 0.1), _crossing(sig.params, u, 0.9)
-    else:
-        t_u = onset = done = 0.5 * (u[step_j - 1] + u[step_j])
-    if not np.isfinite(t_u):
-        return out
-    if not _is_emergent(u, yv, var, onset, done, rise, chance):
-        return out
-
-    out.verdict = "emergent"
-    out.onset, out.done = _to_axis(onset, axis), _to_axis(done, axis)
-    lo, hi = _threshold_interval(u, yv, var, best, sig, step_j, onset, done, t_u, n_boot,
-                                 seed)
-    lo, hi = float(np.clip(lo, u[0], u[-1])), float(np.clip(hi, u[0], u[-1]))
-    ends = sorted([_to_axis(lo, axis), _to_axis(hi, axis)])
-    out.threshold, out.threshold_low, out.threshold_high = float(_to_axis(t_u, axis)), *ends
-    return out
+    return min(lo, r.threshold), max(hi, r.threshold)
 
 
 def _monotone_variance(y: np.ndarray, noise: Noise) -> np.ndarray:

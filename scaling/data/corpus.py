@@ -62,7 +62,16 @@ def _easier_first(difficulties: tuple[int, ...]) -> dict[int, float]:
 
 
 def default_difficulty_weights() -> dict[str, dict[int, float]]:
-    """Default per-skill relative frequency of each difficulty among that skill's examples."""
+    """Default per-skill relative frequency of each difficulty, for the skills of the default
+    mix (a skill added to the registry later does not change the default spec, its hash, and
+    so no stored corpus or run directory; `skill_difficulty_weights` covers every skill)."""
+    mixed = default_mix()
+    return {name: w for name, w in skill_difficulty_weights().items() if name in mixed}
+
+
+def skill_difficulty_weights() -> dict[str, dict[int, float]]:
+    """Every registered skill's relative frequency of each difficulty among its examples,
+    used for a skill the spec's difficulty_weights leave out."""
     weights = {name: _easier_first(getattr(mod, "PROBED", mod.DIFFICULTIES))
                for name, mod in SKILLS.items()}
     # In-context learning needs bursty, dense episodes (Chan et al. 2022): mostly 4 and 8
@@ -229,7 +238,7 @@ class _Plan:
     """Per-skill sampling tables derived from a spec (example probabilities, difficulties)."""
 
     def __init__(self, spec: CorpusSpec) -> None:
-        defaults = default_difficulty_weights()
+        defaults = skill_difficulty_weights()
         self.skills: list[str] = []
         weights: list[float] = []
         self.levels: dict[str, tuple[list[int], list[float]]] = {}

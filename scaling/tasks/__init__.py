@@ -23,6 +23,7 @@ TASK_MODULES = [
     "icl",
     "fewshot",
     "copy",
+    "repeat",
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import addition, chain, copy, fewshot, icl, modular, prose
+from . import addition, chain, copy, fewshot, icl, modular, prose, repeat
 from .base import (
     HELDOUT_FRACTION,
     Example,
@@ -20,7 +20,7 @@ from .base import (
 
 # Insertion order is the canonical order (used by the corpus generator's mixing).
 SKILLS: dict[str, ModuleType] = {
-    m.NAME: m for m in (addition, chain, modular, icl, fewshot, copy, prose)
+    m.NAME: m for m in (addition, chain, modular, icl, fewshot, copy, prose, repeat)
 }
 
 
