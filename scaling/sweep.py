@@ -188,6 +188,9 @@ def load_sweep(path: str | Path, seed: int = 0) -> Sweep:
     bad = [c for c in command if "${" in str(c) and str(c) not in MACROS]
     if bad:
         raise SweepError(f"{path}: unknown command macro {bad[0]}")
+    if "${program}" in [str(c) for c in command] and not str(doc.get("program") or "").strip():
+        raise SweepError(f"{path}: no program (the command runs ${{program}}); give program: "
+                         "scaling.train, or a command with -m MODULE")
     if method == "grid":
         keys = list(params)
         combos = itertools.product(*(_grid_values(names[k], params[k]) for k in keys))

@@ -51,9 +51,11 @@ def test_args_are_what_a_wandb_agent_passes(tmp_path):
     ({"parameters": {"model.sise": {"value": "s1"}}}, "did you mean 'model.size'"),
     ({"parameters": {"model.size": {"values": ["s1"]}}, "method": "random"}, "run_cap"),
     ({"command": ["${interpreter}", "${whatever}"]}, "unknown command macro"),
+    ({"program": None}, "no program"),  # it would run `python ''`
 ])
 def test_bad_sweep_files_are_one_line_errors(tmp_path, change, message):
-    doc = {"method": "grid", "parameters": {"model.size": {"values": ["s1"]}}}
+    doc = {"program": "scaling.train", "method": "grid",
+           "parameters": {"model.size": {"values": ["s1"]}}}
     doc.update(change)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(doc))
