@@ -32,7 +32,7 @@ test-all: $(VENV)/.installed  ## every test, slow ones included
 	$(PY) -m pytest -q -m "not gpu"
 
 report: $(VENV)/.installed  ## regenerate reports/ (the study) and reports/ladder/ from their stored results
-	$(VENV)/bin/scaling report --results reports/results.csv --out reports
+	$(VENV)/bin/scaling report --results reports/results.parquet --out reports
 	$(VENV)/bin/scaling report --results reports/ladder/results.csv --out reports/ladder
 
 bench: $(VENV)/.installed

@@ -17,19 +17,12 @@ Example, difficulty 4: prompt "R |xkqp|", answer "xkqp".
 from __future__ import annotations
 
 import random
-import string
 
 from .base import Example
+from .copy import DIFFICULTIES, PROBED, chance  # noqa: F401  (the same lengths and floor)
+from .copy import _LETTERS
 
 NAME = "repeat"
-DIFFICULTIES = tuple(range(2, 21))
-PROBED = (4, 8, 12, 16)
-_LETTERS = string.ascii_lowercase
-
-
-def chance(difficulty: int) -> float | None:
-    """A blind guess of a whole random string: effectively zero, reported as unknown."""
-    return None
 
 
 def sample(rng: random.Random, difficulty: int) -> Example:
